@@ -1,0 +1,1 @@
+"""BERT4Rec and friends: honest sequential recommendation in PaddlePaddle."""
