@@ -1,0 +1,58 @@
+"""CPU settings that must be applied before Paddle is imported.
+
+Measured on these 2-core AMD EPYC machines (Paddle 3.3.1, 2048x2048 fp32 matmul):
+- Paddle's bundled MKL picks a slow generic code path on AMD CPUs; ``MKL_DEBUG_CPU_TYPE=5`` makes it use its
+  AVX2 kernels (Zen 3: 19 -> 77 GFLOP/s on one thread). Safe wherever the CPU really has AVX2.
+- Paddle runs its CPU math on one thread unless told otherwise; ``OMP_NUM_THREADS`` = usable cores roughly
+  doubles matmul throughput on 2 cores (77 -> 142 GFLOP/s).
+
+Both are only defaults: a value the user already set is never overridden, and ``BERT4REC_CPU_TUNING=0``
+switches this module off entirely.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _cpu_flags() -> tuple[str, set[str]]:
+    """Vendor id and feature flags of the first CPU (Linux only; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            text = f.read(65536)
+    except OSError:
+        return "", set()
+    vendor, flags = "", set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "vendor_id" and not vendor:
+            vendor = value.strip()
+        elif key == "flags" and not flags:
+            flags = set(value.split())
+        if vendor and flags:
+            break
+    return vendor, flags
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (respects taskset/cgroup affinity)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def configure_cpu_environment() -> dict[str, str]:
+    """Set MKL/OpenMP defaults for fast CPU training; returns what was set. No-op once Paddle is loaded."""
+    if os.environ.get("BERT4REC_CPU_TUNING", "1") == "0" or "paddle" in sys.modules:
+        return {}
+    applied: dict[str, str] = {}
+    vendor, flags = _cpu_flags()
+    if vendor == "AuthenticAMD" and "avx2" in flags and "MKL_DEBUG_CPU_TYPE" not in os.environ:
+        applied["MKL_DEBUG_CPU_TYPE"] = "5"
+    if "OMP_NUM_THREADS" not in os.environ:
+        applied["OMP_NUM_THREADS"] = str(usable_cores())
+    os.environ.update(applied)
+    return applied
