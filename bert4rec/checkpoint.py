@@ -1,0 +1,58 @@
+"""One checkpoint format for every model: weights, optimizer, position in training, RNG state and config.
+
+A checkpoint is a single ``paddle.save`` pickle written atomically (temp file + rename), so an interrupted
+save never corrupts the previous one. Resuming from it continues the run exactly where it stopped: the same
+next batch, the same learning rate, the same dropout randomness.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import paddle
+
+from bert4rec.errors import UserError
+from bert4rec.fileio import atomic_path
+
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path: str | Path, model, optimizer, state: dict[str, Any], config: dict[str, Any]) -> None:
+    """Write model + optimizer + trainer ``state`` (step, epoch, ...) + model ``config`` atomically."""
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "rng": paddle.get_rng_state(),
+        "state": state,
+        "config": config,
+    }
+    with atomic_path(path) as tmp:
+        paddle.save(payload, str(tmp))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by ``save_checkpoint``; bad or missing files are a UserError."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "last.pdparams"
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found")
+    try:
+        payload = paddle.load(str(path))
+    except Exception as err:  # paddle raises many types for a corrupt file
+        raise UserError(f"{path}: not a readable checkpoint ({type(err).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{path}: not a bert4rec checkpoint (format version {FORMAT_VERSION} expected)")
+    return payload
+
+
+def restore(payload: dict[str, Any], model, optimizer=None, rng: bool = True) -> dict[str, Any]:
+    """Load weights (and optimizer/RNG state when given) from a checkpoint payload; returns trainer state."""
+    model.set_state_dict(payload["model"])
+    if optimizer is not None and payload.get("optimizer") is not None:
+        optimizer.set_state_dict(payload["optimizer"])
+    if rng and payload.get("rng") is not None:
+        paddle.set_rng_state(payload["rng"])
+    return payload["state"]

@@ -1,0 +1,82 @@
+"""The one evaluation loop: every model, every run, every user, the same candidates.
+
+Two protocols over the leave-one-out validation/test sets written by ``gen_data_fin.py``:
+- POP100 (the BERT4Rec paper's): the target against its 100 popularity-sampled negatives from the file.
+- FULL: the target against every item, the user's history excluded (the stricter, now-standard protocol).
+
+A model plugs in through a *scorer*: a function from a batch of user histories to [B, num_items + 1] scores
+indexed by item id (column 0, padding, is ignored). BERT4Rec's scorer appends ``[MASK]`` to the history and
+reads the logits at that position; other models (SASRec, GRU4Rec) only need their own scorer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import paddle
+
+from bert4rec.metrics import FULL_METRICS, POP100_METRICS, metrics_from_ranks, target_ranks
+
+Scorer = Callable[[Sequence[np.ndarray]], np.ndarray]
+
+
+def bert4rec_scorer(model, mask_id: int, num_items: int, max_len: int) -> Scorer:
+    """Scores for the next item: history[-(max_len-1):] + [MASK], logits read at the [MASK] position."""
+
+    def score(histories: Sequence[np.ndarray]) -> np.ndarray:
+        inputs = [np.append(np.asarray(h[-(max_len - 1):], dtype=np.int64), mask_id) for h in histories]
+        width = max(len(x) for x in inputs)
+        batch = np.zeros((len(inputs), width), dtype=np.int64)
+        for row, x in enumerate(inputs):
+            batch[row, : len(x)] = x
+        last = np.array([row * width + len(x) - 1 for row, x in enumerate(inputs)], dtype=np.int64)
+        with paddle.no_grad():
+            logits = model(paddle.to_tensor(batch), paddle.to_tensor(last))
+        return logits.numpy()[:, : num_items + 1]
+
+    return score
+
+
+def rank_targets(scorer: Scorer, histories: Sequence[np.ndarray], targets: np.ndarray,
+                 negatives: np.ndarray | None, num_items: int, batch_size: int = 256
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """0-based ranks of each target under FULL (and POP100 when ``negatives`` is given), ties counted against.
+
+    Users are processed in order of history length so each batch is padded only to its own longest input.
+    """
+    n = len(histories)
+    full = np.empty(n, dtype=np.int64)
+    pop = np.empty(n, dtype=np.int64) if negatives is not None else None
+    order = np.argsort([len(h) for h in histories], kind="stable")
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        scores = np.asarray(scorer([histories[i] for i in idx]), dtype=np.float32)[:, 1: num_items + 1]
+        rows = np.arange(len(idx))
+        tgt = targets[idx] - 1
+        target_scores = scores[rows, tgt].copy()
+        if pop is not None:
+            pop[idx] = target_ranks(scores[rows[:, None], negatives[idx] - 1], target_scores)
+        competitors = np.ones_like(scores, dtype=bool)
+        hist_rows = np.repeat(rows, [len(histories[i]) for i in idx])
+        hist_items = np.concatenate([histories[i] for i in idx]).astype(np.int64) - 1
+        competitors[hist_rows, hist_items] = False
+        competitors[rows, tgt] = False
+        full[idx] = target_ranks(scores, target_scores, competitors)
+    return full, pop
+
+
+def evaluate(scorer: Scorer, eval_set, num_items: int, batch_size: int = 256) -> dict:
+    """POP100 and FULL metrics over every user of ``eval_set`` (a ``bert4rec.data.EvalSet``)."""
+    started = time.perf_counter()
+    histories = [eval_set.history[a:b] for a, b in zip(eval_set.history_offsets[:-1],
+                                                       eval_set.history_offsets[1:], strict=True)]
+    full, pop = rank_targets(scorer, histories, np.asarray(eval_set.targets), np.asarray(eval_set.negatives),
+                             num_items, batch_size)
+    return {
+        "pop100": metrics_from_ranks(pop, POP100_METRICS),
+        "full": metrics_from_ranks(full, FULL_METRICS),
+        "num_users": int(len(full)),
+        "seconds": round(time.perf_counter() - started, 3),
+    }

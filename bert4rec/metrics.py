@@ -1,0 +1,50 @@
+"""Ranking metrics from the rank of each user's held-out item.
+
+Everything is computed from one number per user: ``rank`` = how many competing candidates score at least as
+high as the target (0 = the target is first). Counting ties against the target means a model that scores
+everything equally gets the worst rank, not the best. With one relevant item per user, HR@k = Recall@k and
+Precision@k = HR@k / k (RecBole's definitions).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+POP100_METRICS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR")
+FULL_METRICS = POP100_METRICS + ("Recall@10", "Precision@10")
+
+
+def target_ranks(scores: np.ndarray, target_scores: np.ndarray, candidate_mask: np.ndarray | None = None
+                 ) -> np.ndarray:
+    """Per-row count of candidates (excluding the target itself) scoring >= the target.
+
+    ``scores`` [U, C] holds the competitors only (never the target); ``candidate_mask`` [U, C] marks which
+    entries compete (False = excluded, e.g. items already in the user's history).
+    """
+    beats = scores >= target_scores[:, None]
+    if candidate_mask is not None:
+        beats &= candidate_mask
+    return beats.sum(axis=1)
+
+
+def metrics_from_ranks(ranks: np.ndarray, names: tuple[str, ...] = FULL_METRICS) -> dict[str, float]:
+    """Average the named metrics over users; ``ranks`` are 0-based (0 = hit at the top)."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    if ranks.size == 0:
+        raise ValueError("no users to evaluate")
+    out: dict[str, float] = {}
+    for name in names:
+        kind, _, k_text = name.partition("@")
+        k = int(k_text) if k_text else 0
+        if kind in ("HR", "Recall"):
+            values = ranks < k
+        elif kind == "Precision":
+            values = (ranks < k) / k
+        elif kind == "NDCG":
+            values = np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0)
+        elif kind == "MRR":
+            values = 1.0 / (ranks + 1.0)
+        else:
+            raise ValueError(f"unknown metric {name!r}")
+        out[name] = float(np.mean(values))
+    return out
