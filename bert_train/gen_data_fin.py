@@ -1,0 +1,145 @@
+"""Generate BERT4Rec training and evaluation data (the original ``gen_data_fin.py``, reproduced).
+
+    cd bert_train && python gen_data_fin.py                       # ML-1M from GroupLens (downloaded once)
+    python bert_train/gen_data_fin.py --raw_path ml-1m.txt --holdout test --data_name ml-1m-sas
+
+Writes ``data/<data_name>/`` (vocab.txt, users.txt, item_counts.txt, train.txt, train_windows.txt,
+valid.txt, test.txt, stats.json); file formats are documented in ``data/README.md`` and in
+``bert4rec/data.py``. Default paths are relative to the repository, not the working directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from bert4rec.data import (  # noqa: E402
+    DEFAULT_DOWNLOAD_URL,
+    DOWNLOAD_URL_ENV,
+    FORMATS,
+    HOLDOUTS,
+    GenerateOptions,
+    generate_dataset,
+)
+from bert4rec.errors import UserError, run_cli  # noqa: E402
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad flags as a one-line ``UserError`` (exit code 2, no usage dump)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UserError(f"{message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = GenerateOptions()
+    p = _Parser(
+        prog="gen_data_fin.py",
+        description="Generate BERT4Rec training/evaluation data into data/<data_name>/.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    io = p.add_argument_group("input and output")
+    io.add_argument(
+        "--raw_path",
+        type=Path,
+        default=None,
+        help="ratings input: a GroupLens zip (ml-1m.zip, ml-100k.zip, ml-20m.zip), its unpacked folder, "
+        "a ratings.dat / u.data / ratings.csv file, or a 'user item' sequence file. Default: "
+        "data/raw/<data_name>(.zip), downloaded from GroupLens when missing",
+    )
+    io.add_argument("--data_name", default=d.data_name, help="dataset name: output folder and download")
+    io.add_argument("--format", default=d.format, choices=FORMATS, help="input format (auto: from content)")
+    io.add_argument("--output_dir", type=Path, default=None, help="output folder (default data/<data_name>)")
+    io.add_argument("--raw_dir", type=Path, default=None, help="download cache (default data/raw)")
+    io.add_argument(
+        "--download_url",
+        default=None,
+        help=f"base URL of the archives (default ${DOWNLOAD_URL_ENV} or {DEFAULT_DOWNLOAD_URL})",
+    )
+    io.add_argument(
+        "--download_md5", default=None, help="expected md5 of the download (default: GroupLens's md5)"
+    )
+    io.add_argument("--force", action="store_true", help="regenerate even if the output is up to date")
+    io.add_argument("--no_progress", action="store_true", help="no progress bars")
+
+    sp = p.add_argument_group("filtering and split")
+    sp.add_argument("--min_item_count", type=int, default=d.min_item_count, help="drop rarer items")
+    sp.add_argument(
+        "--holdout",
+        default=d.holdout,
+        choices=HOLDOUTS,
+        help="valid_test: last item = test, second-to-last = validation; test: paper protocol, no validation",
+    )
+
+    tr = p.add_argument_group("training instances")
+    tr.add_argument("--max_seq_length", type=int, default=d.max_seq_length, help="window length")
+    tr.add_argument(
+        "--prop_sliding_window",
+        type=float,
+        default=d.prop_sliding_window,
+        help="window step as a fraction of max_seq_length; -1: no overlap",
+    )
+    tr.add_argument("--dupe_factor", type=int, default=d.dupe_factor, help="random maskings per window")
+    tr.add_argument("--max_predictions_per_seq", type=int, default=d.max_predictions_per_seq)
+    tr.add_argument("--masked_lm_prob", type=float, default=d.masked_lm_prob, help="fraction masked")
+    tr.add_argument(
+        "--mask_prob",
+        type=float,
+        default=d.mask_prob,
+        help="chosen position -> [MASK] with this probability, else half keep / half random item",
+    )
+    tr.add_argument("--random_seed", type=int, default=d.random_seed, help="seed of the masking")
+
+    ev = p.add_argument_group("evaluation sets")
+    ev.add_argument("--eval_seed", type=int, default=d.eval_seed, help="seed of the negative sampling")
+    ev.add_argument("--num_negatives", type=int, default=d.num_negatives, help="negatives per user")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    opts = GenerateOptions(
+        raw_path=args.raw_path,
+        data_name=args.data_name,
+        format=args.format,
+        output_dir=args.output_dir,
+        raw_dir=args.raw_dir,
+        download_url=args.download_url,
+        download_md5=args.download_md5,
+        min_item_count=args.min_item_count,
+        holdout=args.holdout,
+        max_seq_length=args.max_seq_length,
+        prop_sliding_window=args.prop_sliding_window,
+        dupe_factor=args.dupe_factor,
+        max_predictions_per_seq=args.max_predictions_per_seq,
+        masked_lm_prob=args.masked_lm_prob,
+        mask_prob=args.mask_prob,
+        random_seed=args.random_seed,
+        eval_seed=args.eval_seed,
+        num_negatives=args.num_negatives,
+        force=args.force,
+    )
+    stats = generate_dataset(opts, progress=False if args.no_progress else None)
+    if stats.get("up_to_date"):
+        return 0
+    evals = ", ".join(f"{name} {n:,} users" for name, n in stats["num_eval_users"].items())
+    print(
+        f"{stats['dataset']} ({stats['format']}): {stats['num_users']:,} users, "
+        f"{stats['num_items']:,} items, {stats['num_interactions']:,} interactions "
+        f"({stats['dropped_short_users']:,} short users dropped)"
+    )
+    print(
+        f"train: {stats['num_train_windows']:,} windows -> {stats['num_train_instances']:,} instances; "
+        f"{evals} x {opts.num_negatives} negatives"
+    )
+    print(f"wrote {stats['output_dir']} in {stats['timings_seconds']['total']:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
