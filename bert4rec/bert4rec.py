@@ -12,15 +12,19 @@ import paddle
 from paddle import nn
 
 from bert4rec.config import BertConfig
-from bert4rec.transformer_encoder import TransformerEncoder, activation, attention_bias
+from bert4rec.fused_ops import fused_attention_available
+from bert4rec.transformer_encoder import TransformerEncoder, activation, attention_mask
 
 PAD_ID = 0
 
 
 class BERT4Rec(nn.Layer):
-    def __init__(self, config: BertConfig) -> None:
+    def __init__(self, config: BertConfig, attention: str = "auto") -> None:
         super().__init__()
+        if attention not in ("auto", "fused", "plain"):
+            raise ValueError(f"attention must be auto, fused or plain, got {attention!r}")
         self.config = config
+        self.attention = attention  # auto: the fused CPU kernel when it is available
         init = nn.initializer.TruncatedNormal(std=config.initializer_range)
         weight_attr = paddle.ParamAttr(initializer=init)
         hidden = config.hidden_size
@@ -44,7 +48,15 @@ class BERT4Rec(nn.Layer):
         positions = paddle.arange(length, dtype="int64").unsqueeze(0)
         x = self.item_embeddings(input_ids) + self.position_embeddings(positions)
         x = self.embedding_dropout(self.embedding_norm(x))
-        return self.encoder(x, attention_bias(input_ids, PAD_ID))
+        return self.encoder(x, attention_mask(input_ids, PAD_ID, self._use_fused()))
+
+    def _use_fused(self) -> bool:
+        if self.attention == "plain":
+            return False
+        available = fused_attention_available()
+        if self.attention == "fused" and not available:
+            raise RuntimeError("fused attention requested but the CPU kernel is unavailable")
+        return available
 
     def output_logits(self, states: paddle.Tensor) -> paddle.Tensor:
         """[N, H] hidden states -> [N, vocab] logits; the output projection is the item embedding table."""

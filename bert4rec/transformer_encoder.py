@@ -1,19 +1,23 @@
-"""Bidirectional transformer encoder (post-LN, as in BERT) written on plain Paddle ops.
+"""Bidirectional transformer encoder (post-LN, as in BERT).
 
-One fused QKV projection per layer (one matmul instead of three), an additive padding mask so padded keys never
-receive attention, and the original BERT's tanh-approximated gelu. Padding never changes the outputs at real
-positions, which is what lets the trainer cut batches to their longest sequence (see tests).
+One fused QKV projection per layer (one matmul instead of three), padded keys never receive attention, and the
+original BERT's tanh-approximated gelu. The attention core runs either as plain Paddle ops (any device) or as
+the fused CPU kernel of ``bert4rec.fused_ops`` (same maths, several times faster on CPU); tests check that
+both agree. Padding never changes the outputs at real positions, which is what lets the trainer cut batches
+to their longest sequence.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
 from bert4rec.config import BertConfig
+from bert4rec.fused_ops import fused_attention
 
 MASK_FILL = -1e9
 
@@ -27,10 +31,21 @@ def activation(name: str):
     return F.relu
 
 
-def attention_bias(input_ids: paddle.Tensor, pad_id: int = 0) -> paddle.Tensor:
-    """[B, 1, 1, L] additive bias: 0 for real keys, a large negative number for padding."""
-    is_pad = (input_ids == pad_id).astype("float32")
-    return (is_pad * MASK_FILL).unsqueeze([1, 2])
+@dataclass
+class AttentionMask:
+    """Which keys are real: lengths for the fused kernel (right padding), an additive bias for plain ops."""
+
+    fused: bool
+    lengths: paddle.Tensor | None = None  # [B] int64, real tokens per row
+    bias: paddle.Tensor | None = None     # [B, 1, 1, L] float32, 0 or a large negative number
+
+
+def attention_mask(input_ids: paddle.Tensor, pad_id: int, fused: bool) -> AttentionMask:
+    """Padding mask for right-padded ``input_ids`` in the form the chosen attention path needs."""
+    is_real = input_ids != pad_id
+    if fused:
+        return AttentionMask(True, lengths=is_real.astype("int64").sum(axis=1))
+    return AttentionMask(False, bias=((~is_real).astype("float32") * MASK_FILL).unsqueeze([1, 2]))
 
 
 class SelfAttention(nn.Layer):
@@ -42,10 +57,14 @@ class SelfAttention(nn.Layer):
         self.out = nn.Linear(config.hidden_size, config.hidden_size, weight_attr=weight_attr)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
 
-    def forward(self, x: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tensor:
+    def forward(self, x: paddle.Tensor, mask: AttentionMask) -> paddle.Tensor:
+        if mask.fused:
+            context = fused_attention(self.qkv(x), mask.lengths, self.num_heads, self.dropout.p, self.training)
+            return self.out(context)
         batch, length, hidden = x.shape
         qkv = self.qkv(x).reshape([batch, length, 3, self.num_heads, self.head_dim])
         q, k, v = paddle.unbind(qkv.transpose([2, 0, 3, 1, 4]), axis=0)  # each [B, heads, L, head_dim]
+        bias = mask.bias
         scores = paddle.matmul(q, k, transpose_y=True) * (1.0 / math.sqrt(self.head_dim)) + bias
         probs = self.dropout(F.softmax(scores, axis=-1))
         context = paddle.matmul(probs, v).transpose([0, 2, 1, 3]).reshape([batch, length, hidden])
@@ -63,8 +82,8 @@ class EncoderLayer(nn.Layer):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.act = activation(config.hidden_act)
 
-    def forward(self, x: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tensor:
-        x = self.attention_norm(x + self.dropout(self.attention(x, bias)))
+    def forward(self, x: paddle.Tensor, mask: AttentionMask) -> paddle.Tensor:
+        x = self.attention_norm(x + self.dropout(self.attention(x, mask)))
         return self.ffn_norm(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))
 
 
@@ -75,7 +94,7 @@ class TransformerEncoder(nn.Layer):
         super().__init__()
         self.layers = nn.LayerList([EncoderLayer(config, weight_attr) for _ in range(config.num_hidden_layers)])
 
-    def forward(self, x: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tensor:
+    def forward(self, x: paddle.Tensor, mask: AttentionMask) -> paddle.Tensor:
         for layer in self.layers:
-            x = layer(x, bias)
+            x = layer(x, mask)
         return x
