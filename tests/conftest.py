@@ -1,0 +1,148 @@
+"""Shared test fixtures: small synthetic rating data in every raw format the data pipeline reads."""
+
+from __future__ import annotations
+
+import random
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+GEN_SCRIPT = REPO_ROOT / "bert_train" / "gen_data_fin.py"
+# The real ML-1M sequence benchmark, next to the checkout (absent on some machines: tests skip then).
+ML1M_SAS = Path(__file__).resolve().parents[2] / "shared/data/ml-1m-sas/ml-1m.txt"
+
+
+@dataclass
+class Synthetic:
+    """Synthetic ratings with a known structure.
+
+    * ``rows``: ``(user, item, rating, timestamp)`` in file order (shuffled; some equal timestamps).
+    * ``sequences``: original user id -> original item ids in chronological order (ties: file order).
+    * Every user's second-to-last item is from ``valid_items`` and last item from ``test_items``; those
+      items occur nowhere else, so a leak of a held-out target into training data is detectable.
+    * ``rare_items`` have fewer than 5 interactions (removed by ``--min_item_count 5``).
+    * ``short_users`` have exactly 2 interactions (dropped by ``--holdout valid_test``, kept by ``test``).
+    """
+
+    rows: list[tuple[int, int, int, int]]
+    sequences: dict[int, list[int]]
+    valid_items: set[int] = field(default_factory=set)
+    test_items: set[int] = field(default_factory=set)
+    history_items: set[int] = field(default_factory=set)
+    rare_items: set[int] = field(default_factory=set)
+    short_users: set[int] = field(default_factory=set)
+
+    def filtered_sequences(self, min_len: int) -> dict[int, list[int]]:
+        """Chronological sequences without rare items, users shorter than ``min_len`` removed."""
+        out = {}
+        for user, items in self.sequences.items():
+            kept = [i for i in items if i not in self.rare_items]
+            if len(kept) >= min_len:
+                out[user] = kept
+        return out
+
+
+def make_synthetic(seed: int = 0, n_users: int = 40, max_history: int = 60) -> Synthetic:
+    rng = random.Random(seed)
+    history_items = list(range(1000, 1040))
+    valid_items = [2000, 2001, 2002]
+    test_items = [3000, 3001, 3002]
+    rare_items = [9001, 9002]
+    users = sorted(rng.sample(range(10, 500), n_users + 2))
+    short_users = set(users[-2:])
+    rows: list[tuple[int, int, int, int]] = []
+    sequences: dict[int, list[int]] = {}
+    for idx, user in enumerate(users):
+        t = rng.randrange(10**8, 2 * 10**8)
+        if user in short_users:
+            chrono = [rng.choice(history_items), test_items[idx % 3]]
+        else:
+            n = rng.randint(3, max_history)
+            chrono = [rng.choice(history_items) for _ in range(n)]
+            if idx < 4:  # a few users touch a rare item somewhere in the middle
+                chrono.insert(1, rare_items[idx % 2])
+            chrono += [valid_items[idx % 3], test_items[(idx + 1) % 3]]
+        stamped = []
+        for item in chrono:
+            if rng.random() < 0.8:  # else: same second as the previous rating (a tie)
+                t += rng.randint(1, 5000)
+            stamped.append((user, item, rng.randint(1, 5), t))
+        sequences[user] = chrono
+        rows.extend(stamped)
+    # Shuffle the file order, then put the rows of each (user, timestamp) tie back into chronological
+    # order among the slots they got: a stable sort by time must then recover the chronology exactly.
+    perm = list(range(len(rows)))  # perm[slot] = index into rows (rows are chronological per user)
+    rng.shuffle(perm)
+    slot_of = {i: slot for slot, i in enumerate(perm)}
+    ties: dict[tuple[int, int], list[int]] = {}
+    for i, (user, _item, _rating, t) in enumerate(rows):
+        ties.setdefault((user, t), []).append(i)
+    for members in ties.values():
+        for i, slot in zip(members, sorted(slot_of[i] for i in members), strict=True):
+            slot_of[i] = slot
+    file_rows: list[tuple[int, int, int, int]] = [rows[0]] * len(rows)
+    for i, slot in slot_of.items():
+        file_rows[slot] = rows[i]
+    return Synthetic(
+        rows=file_rows,
+        sequences=sequences,
+        valid_items=set(valid_items),
+        test_items=set(test_items),
+        history_items=set(history_items),
+        rare_items=set(rare_items),
+        short_users=short_users,
+    )
+
+
+def ratings_text(data: Synthetic, fmt: str) -> str:
+    """The synthetic ratings in a raw format: ml-1m, ml-100k, ml-20m or seq."""
+    if fmt == "ml-1m":
+        return "".join(f"{u}::{i}::{r}::{t}\n" for u, i, r, t in data.rows)
+    if fmt == "ml-100k":
+        return "".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in data.rows)
+    if fmt == "ml-20m":
+        return "userId,movieId,rating,timestamp\n" + "".join(
+            f"{u},{i},{r - 0.5 if r > 1 else r:.1f},{t}\n" for u, i, r, t in data.rows
+        )
+    if fmt == "seq":
+        return "".join(f"{u} {i}\n" for u in sorted(data.sequences) for i in data.sequences[u])
+    raise ValueError(fmt)
+
+
+RATINGS_NAME = {"ml-1m": "ratings.dat", "ml-100k": "u.data", "ml-20m": "ratings.csv", "seq": "seq.txt"}
+
+
+def write_raw(data: Synthetic, directory: Path, fmt: str, packaging: str = "file") -> Path:
+    """Write the synthetic data as a plain file, a GroupLens-like folder or zip; returns the path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    name = RATINGS_NAME[fmt]
+    text = ratings_text(data, fmt)
+    if packaging == "file":
+        path = directory / name
+        path.write_text(text)
+        return path
+    if packaging == "folder":
+        folder = directory / fmt
+        folder.mkdir(exist_ok=True)
+        (folder / name).write_text(text)
+        (folder / "README").write_text("synthetic\n")
+        return folder
+    if packaging == "zip":
+        path = directory / f"{fmt}.zip"
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(f"{fmt}/README", "synthetic\n")
+            zf.writestr(f"{fmt}/{name}", text)
+        return path
+    raise ValueError(packaging)
+
+
+@pytest.fixture(scope="session")
+def synthetic() -> Synthetic:
+    return make_synthetic()
