@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gen_data_fin.py",
         description="Generate BERT4Rec training/evaluation data into data/<data_name>/.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        allow_abbrev=False,
     )
     io = p.add_argument_group("input and output")
     io.add_argument(
