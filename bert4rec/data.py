@@ -69,7 +69,7 @@ from pathlib import Path
 import numpy as np
 
 from bert4rec.errors import UserError
-from bert4rec.fileio import atomic_dir, atomic_path
+from bert4rec.fileio import atomic_dir, atomic_path, current_umask
 from bert4rec.instances import (
     TrainInstances,
     generate_instances,
@@ -483,10 +483,26 @@ def _parse_table(
             )
         if not data:
             raise UserError(f"{label}: no data lines after the header")
-    table = _parse_table_fast(data, sep, len(cols), float_cols)
+    table = _parse_table_chunked(data, sep, len(cols), float_cols)
     if table is None:
         table = _parse_table_slow(data, label, sep, cols, float_cols, first_line)
     return table
+
+
+def _parse_table_chunked(
+    data: bytes, sep: bytes, ncols: int, float_cols: tuple[int, ...], chunk_bytes: int = 1 << 22
+) -> np.ndarray | None:
+    """``_parse_table_fast`` over chunks of whole lines (bounded temporaries); None if any chunk fails."""
+    parts = []
+    start = 0
+    while start < len(data):
+        stop = data.find(b"\n", start + chunk_bytes) + 1 or len(data)
+        part = _parse_table_fast(data[start:stop], sep, ncols, float_cols)
+        if part is None:
+            return None
+        parts.append(part)
+        start = stop
+    return np.concatenate(parts)
 
 
 def _parse_table_fast(data: bytes, sep: bytes, ncols: int, float_cols: tuple[int, ...]) -> np.ndarray | None:
@@ -1109,12 +1125,6 @@ def is_up_to_date(out_dir: Path, opts: GenerateOptions, fingerprint: str) -> boo
     return same and all((out_dir / name).is_file() for name in expected_files(opts.holdout))
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _tqdm(progress: bool | None, **kwargs):
     from tqdm import tqdm
 
@@ -1273,6 +1283,6 @@ def generate_dataset(
         timings["total"] = round(time.perf_counter() - t_start, 3)
         stats["timings_seconds"] = timings
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
-        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700; give it the usual permissions
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it 0700; give it the usual permissions
     stats["up_to_date"] = False
     return stats
