@@ -962,12 +962,12 @@ def _read_int_rows(path: str | os.PathLike, nfields: int, what: str) -> _IntRows
                 row = int(np.searchsorted(np.cumsum(counts[:, f]), i, side="right"))
                 raise UserError(f"{path}:{lines + row + 1}: number too large (expected {what})")
         for f in range(nfields):
-            parts[f].append(fields[f])
+            parts[f].append(fields[f].astype(np.int32))
         all_counts.append(counts)
         lines += len(counts)
         start = stop
     return _IntRows(
-        fields=[np.concatenate(p).astype(np.int32) for p in parts],
+        fields=[np.concatenate(p) for p in parts],
         counts=np.concatenate(all_counts),
     )
 
