@@ -53,6 +53,8 @@ def configure_cpu_environment() -> dict[str, str]:
     if vendor == "AuthenticAMD" and "avx2" in flags and "MKL_DEBUG_CPU_TYPE" not in os.environ:
         applied["MKL_DEBUG_CPU_TYPE"] = "5"
     if "OMP_NUM_THREADS" not in os.environ:
-        applied["OMP_NUM_THREADS"] = str(usable_cores())
+        # several data-parallel processes on one machine share its cores
+        local_procs = int(os.environ.get("PADDLE_LOCAL_SIZE", "1") or 1)
+        applied["OMP_NUM_THREADS"] = str(max(1, usable_cores() // max(1, local_procs)))
     os.environ.update(applied)
     return applied

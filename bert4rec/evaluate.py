@@ -39,6 +39,16 @@ def bert4rec_scorer(model, mask_id: int, num_items: int, max_len: int) -> Scorer
     return score
 
 
+def popularity_scorer(item_counts: np.ndarray) -> Scorer:
+    """The baseline every model must beat: score = training popularity, the same for every user."""
+    scores = np.asarray(item_counts, dtype=np.float32)
+
+    def score(histories: Sequence[np.ndarray]) -> np.ndarray:
+        return np.broadcast_to(scores, (len(histories), len(scores)))
+
+    return score
+
+
 def rank_targets(scorer: Scorer, histories: Sequence[np.ndarray], targets: np.ndarray,
                  negatives: np.ndarray | None, num_items: int, batch_size: int = 256
                  ) -> tuple[np.ndarray, np.ndarray | None]:

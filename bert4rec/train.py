@@ -21,7 +21,7 @@ import json
 import math
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +74,7 @@ class TrainOptions:
     max_minutes: float | None = None
     attention: str = "auto"
     progress: bool = True
-    extra: dict = field(default_factory=dict)
+    stop_at_step: int | None = None   # behave as if interrupted after this step (tests resume)
 
     def to_json(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -443,7 +443,7 @@ def train(opts: TrainOptions) -> dict:
                     if is_main:
                         tqdm.write(f"time budget of {opts.max_minutes} min reached")
                     break
-                if stop_flag.requested:
+                if stop_flag.requested or state.step == opts.stop_at_step:
                     interrupted = True
                     break
             if interrupted or state.finished:
