@@ -293,7 +293,8 @@ def setup_device(device: str) -> tuple[int, int]:
     return 0, 1
 
 
-def validate_options(opts: TrainOptions) -> None:
+def validate_options(opts: TrainOptions) -> BertConfig:
+    """Check flags, then the model config, then that the data files exist; returns the config."""
     checks = [
         (opts.batch_size >= 1, f"--BATCH_SIZE must be >= 1, got {opts.batch_size}"),
         (opts.lr > 0, f"--LR_RATE must be > 0, got {opts.lr}"),
@@ -315,8 +316,8 @@ def validate_options(opts: TrainOptions) -> None:
     for ok, message in checks:
         if not ok:
             raise UserError(message)
-    for flag, path in (("--CONFIG_PATH", opts.config_path), ("--VOCAB_PATH", opts.vocab_path),
-                       ("--TEST_DATA_DIR", opts.test_path)):
+    config = load_config(opts.config_path)
+    for flag, path in (("--VOCAB_PATH", opts.vocab_path), ("--TEST_DATA_DIR", opts.test_path)):
         if not Path(path).is_file():
             raise UserError(f"{flag} {path}: file not found (generate the data with "
                             "`cd bert_train && python gen_data_fin.py`)")
@@ -326,14 +327,14 @@ def validate_options(opts: TrainOptions) -> None:
                         "`cd bert_train && python gen_data_fin.py`)")
     if opts.valid_path is not None and not Path(opts.valid_path).is_file():
         raise UserError(f"--VALIDATION_DATA_DIR {opts.valid_path}: file not found")
+    return config
 
 
 def train(opts: TrainOptions) -> dict:
     """Train, select on validation, test once; returns the results dict (also written to results.json)."""
-    validate_options(opts)
+    config = validate_options(opts)
     rank, world = setup_device(opts.device)
     is_main = rank == 0
-    config = load_config(opts.config_path)
     data = load_training_data(opts, config)
     opts.checkpoints.mkdir(parents=True, exist_ok=True)
     log = EventLog(opts.checkpoints, enabled=is_main)
