@@ -18,12 +18,31 @@ from bert4rec.fileio import atomic_path
 FORMAT_VERSION = 1
 
 
+def _rename_keys(state: dict[str, Any], mapping: dict[str, str]) -> dict[str, Any]:
+    """Rename optimizer-state keys ``<param name>_<accumulator>`` by the given parameter-name mapping."""
+    prefixes = sorted(mapping, key=len, reverse=True)
+    out = {}
+    for key, value in state.items():
+        for old in prefixes:
+            if key.startswith(old + "_"):
+                key = mapping[old] + key[len(old):]
+                break
+        out[key] = value
+    return out
+
+
+def _optimizer_state(model, optimizer) -> dict[str, Any]:
+    """Optimizer state keyed by structured parameter names: Paddle's own names (``linear_3.w_0``) depend on
+    how many layers the process created before, so they differ between the saving and the resuming run."""
+    return _rename_keys(optimizer.state_dict(), {p.name: f"@{n}" for n, p in model.named_parameters()})
+
+
 def save_checkpoint(path: str | Path, model, optimizer, state: dict[str, Any], config: dict[str, Any]) -> None:
     """Write model + optimizer + trainer ``state`` (step, epoch, ...) + model ``config`` atomically."""
     payload = {
         "format_version": FORMAT_VERSION,
         "model": model.state_dict(),
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "optimizer": _optimizer_state(model, optimizer) if optimizer is not None else None,
         "rng": paddle.get_rng_state(),
         "state": state,
         "config": config,
@@ -52,7 +71,8 @@ def restore(payload: dict[str, Any], model, optimizer=None, rng: bool = True) ->
     """Load weights (and optimizer/RNG state when given) from a checkpoint payload; returns trainer state."""
     model.set_state_dict(payload["model"])
     if optimizer is not None and payload.get("optimizer") is not None:
-        optimizer.set_state_dict(payload["optimizer"])
+        mapping = {f"@{n}": p.name for n, p in model.named_parameters()}
+        optimizer.set_state_dict(_rename_keys(payload["optimizer"], mapping))
     if rng and payload.get("rng") is not None:
         paddle.set_rng_state(payload["rng"])
     return payload["state"]

@@ -212,7 +212,7 @@ def plot_training_curves(events: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     train = [e for e in events if e.get("event") == "train"]
-    valid = [e for e in events if e.get("event") == "valid"]
+    valid = [e for e in events if e.get("event") == "valid" and "full" in e]
     fig, axes = plt.subplots(2, 2, figsize=(11, 7))
     for col, xkey, xlabel in ((0, "step", "step"), (1, "minutes", "training wall time (min)")):
         ax = axes[0][col]

@@ -1,0 +1,169 @@
+"""Training end to end on synthetic data with planted sequential patterns (CPU, seconds)."""
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import paddle
+import pytest
+
+from bert4rec.batches import collate, epoch_batches
+from bert4rec.bert4rec import BERT4Rec
+from bert4rec.checkpoint import load_checkpoint
+from bert4rec.config import BertConfig
+from bert4rec.data import GenerateOptions, generate_dataset, load_eval_set, load_item_counts, load_train_instances
+from bert4rec.errors import UserError
+from bert4rec.evaluate import evaluate, popularity_scorer
+from bert4rec.train import TrainOptions, learning_rate, train
+
+REPO = Path(__file__).resolve().parents[1]
+NUM_ITEMS = 60
+
+
+def write_planted_sequences(path: Path, n_users: int = 300, seed: int = 0, num_items: int = NUM_ITEMS) -> None:
+    """Each user walks a fixed permutation of the items (next = perm[current]) with 10% random jumps."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(num_items) + 1
+    lines = []
+    for user in range(1, n_users + 1):
+        item = int(rng.integers(1, num_items + 1))
+        for _ in range(int(rng.integers(10, 25))):
+            lines.append(f"{user} {item}")
+            item = int(perm[item - 1]) if rng.random() < 0.9 else int(rng.integers(1, num_items + 1))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def tiny_config(path: Path, **overrides) -> Path:
+    cfg = dict(vocab_size=NUM_ITEMS + 4, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+               intermediate_size=64, max_position_embeddings=50, hidden_dropout_prob=0.1,
+               attention_probs_dropout_prob=0.1, hidden_act="gelu", initializer_range=0.02)
+    cfg.update(overrides)
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("planted")
+    raw = root / "seq.txt"
+    write_planted_sequences(raw)
+    data_dir = root / "data"
+    opts = GenerateOptions(raw_path=raw, format="seq", output_dir=data_dir, max_seq_length=50, dupe_factor=3,
+                           min_item_count=1, num_negatives=20)
+    generate_dataset(opts, progress=False, log=lambda *a: None)
+    return root, data_dir
+
+
+def options(root: Path, data_dir: Path, name: str, **kw) -> TrainOptions:
+    base = dict(config_path=tiny_config(root / f"{name}.json"), train_path=data_dir / "train.txt",
+                valid_path=data_dir / "valid.txt", test_path=data_dir / "test.txt",
+                vocab_path=data_dir / "vocab.txt", checkpoints=root / name, batch_size=64, lr=5e-3,
+                warmup_steps=10, max_len=50, num_train_steps=150, eval_every=50, patience=5, progress=False,
+                seed=7)
+    base.update(kw)
+    return TrainOptions(**base)
+
+
+def test_short_training_clearly_beats_popularity(planted):
+    root, data_dir = planted
+    results = train(options(root, data_dir, "beats_pop"))
+    test = load_eval_set(data_dir / "test.txt")
+    pop = evaluate(popularity_scorer(load_item_counts(data_dir / "item_counts.txt")), test, NUM_ITEMS)
+    assert results["num_eval_users"] == len(test) == 300
+    assert results["test"]["full"]["NDCG@10"] > pop["full"]["NDCG@10"] + 0.3
+    assert results["test"]["pop100"]["HR@10"] > 0.8  # 20 negatives: chance is 10/21
+    written = json.loads((root / "beats_pop" / "results.json").read_text())
+    assert written["test"] == results["test"] and written["valid"]["full"]["NDCG@10"] > 0
+    assert {"model", "config", "data", "valid", "test", "num_eval_users", "steps", "best_step",
+            "train_seconds"} <= set(written)
+    events = [json.loads(x) for x in (root / "beats_pop" / "events.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e["event"] == "valid"] == [50, 100, 150]
+    assert sum(e["event"] == "test" for e in events) == 1  # the test set is scored exactly once
+    assert (root / "beats_pop" / "training.png").stat().st_size > 1000
+
+
+def test_resume_reaches_the_same_result_as_an_uninterrupted_run(planted):
+    root, data_dir = planted
+    kw = dict(num_train_steps=24, eval_every=8)
+    whole = train(options(root, data_dir, "whole", **kw))
+    with pytest.raises(KeyboardInterrupt):
+        train(options(root, data_dir, "split", stop_at_step=11, **kw))
+    assert load_checkpoint(root / "split" / "last.pdparams")["state"]["step"] == 11
+    resumed = train(options(root, data_dir, "split", init_checkpoint=root / "split" / "last.pdparams", **kw))
+    assert resumed["test"] == whole["test"] and resumed["best_step"] == whole["best_step"]
+    a = load_checkpoint(root / "whole" / "last.pdparams")["model"]
+    b = load_checkpoint(root / "split" / "last.pdparams")["model"]
+    for name in a:
+        np.testing.assert_allclose(np.asarray(a[name]), np.asarray(b[name]), rtol=0, atol=1e-6)
+
+
+def test_paper_protocol_without_validation_tests_the_final_weights(planted):
+    root, data_dir = planted
+    results = train(options(root, data_dir, "no_valid", valid_path=None, num_train_steps=10, eval_every=5))
+    assert results["valid"] is None and results["best_step"] == results["steps"] == 10
+    assert not (root / "no_valid" / "best.pdparams").exists()
+
+
+def test_vocab_size_mismatch_is_a_user_error(planted):
+    root, data_dir = planted
+    opts = options(root, data_dir, "mismatch")
+    opts = replace(opts, config_path=tiny_config(root / "bad.json", vocab_size=99))
+    with pytest.raises(UserError, match="vocab_size is 99 but .*vocab.txt has 64 tokens"):
+        train(opts)
+
+
+def test_learning_rate_warms_up_then_decays_to_zero(planted):
+    root, data_dir = planted
+    opts = options(root, data_dir, "lr", lr=1.0, warmup_steps=10)
+    assert learning_rate(0, opts, 110) == pytest.approx(0.1)
+    assert learning_rate(9, opts, 110) == pytest.approx(1.0)
+    assert learning_rate(60, opts, 110) == pytest.approx(0.5)
+    assert learning_rate(110, opts, 110) == 0.0
+
+
+@pytest.mark.parametrize("attention", ["plain", "auto"])
+def test_bucketed_and_fully_padded_batches_give_the_same_loss(planted, attention):
+    _, data_dir = planted
+    inst = load_train_instances(data_dir / "train.txt")
+    cfg = BertConfig(vocab_size=NUM_ITEMS + 4, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=50)
+    paddle.seed(0)
+    model = BERT4Rec(cfg, attention=attention)
+    model.eval()
+    idx = np.arange(0, len(inst), 37)[:20]
+    losses = []
+    for pad_to in (None, 50):
+        b = collate(inst.tokens, inst.token_offsets, inst.positions, inst.labels, inst.mask_offsets, idx, pad_to)
+        with paddle.no_grad():
+            losses.append(float(model.loss(*map(paddle.to_tensor, (b.input_ids, b.flat_positions, b.labels)))))
+    assert b.input_ids.shape[1] == 50 and losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_epoch_batches_cover_every_instance_once_and_group_lengths():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 200, size=1000)
+    batches = epoch_batches(lengths, 32, np.random.default_rng(1), bucket=True, pool_batches=8)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+    spread = np.mean([lengths[b].max() - lengths[b].min() for b in batches])
+    plain = epoch_batches(lengths, 32, np.random.default_rng(1), bucket=False)
+    assert spread < 0.5 * np.mean([lengths[b].max() - lengths[b].min() for b in plain])
+
+
+def test_train_sh_local_smoke_run(tmp_path):
+    raw = tmp_path / "seq.txt"
+    write_planted_sequences(raw, n_users=400, num_items=150)  # gen_data_fin's default: 100 negatives
+    cfg = tiny_config(tmp_path / "cfg.json", max_position_embeddings=200, vocab_size=154)
+    env = dict(os.environ, PYTHON=sys.executable)
+    proc = subprocess.run(
+        ["bash", str(REPO / "train.sh"), "-local", "y", "--raw_path", str(raw), "--data_name", "tiny",
+         "--data_root", str(tmp_path / "data"), f"--CONFIG_PATH={cfg}", "--NUM_TRAIN_STEPS", "6",
+         "--EVAL_EVERY", "3", "--BATCH_SIZE", "32", "--CHECKPOINTS", str(tmp_path / "ck"), "--no-progress"],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((tmp_path / "ck" / "results.json").read_text())
+    assert results["steps"] == 6 and results["num_eval_users"] == 400
+    assert (tmp_path / "data" / "tiny" / "train.txt").exists() and "POP100" in proc.stdout
