@@ -50,14 +50,15 @@ def popularity_scorer(item_counts: np.ndarray) -> Scorer:
 
 
 def rank_targets(scorer: Scorer, histories: Sequence[np.ndarray], targets: np.ndarray,
-                 negatives: np.ndarray | None, num_items: int, batch_size: int = 256
-                 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """0-based ranks of each target under FULL (and POP100 when ``negatives`` is given), ties counted against.
+                 negatives: np.ndarray | None, num_items: int, batch_size: int = 256, full_ranking: bool = True
+                 ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """0-based ranks of each target under FULL (unless ``full_ranking`` is False) and POP100 (when
+    ``negatives`` is given); ties are counted against the target.
 
     Users are processed in order of history length so each batch is padded only to its own longest input.
     """
     n = len(histories)
-    full = np.empty(n, dtype=np.int64)
+    full = np.empty(n, dtype=np.int64) if full_ranking else None
     pop = np.empty(n, dtype=np.int64) if negatives is not None else None
     order = np.argsort([len(h) for h in histories], kind="stable")
     for start in range(0, n, batch_size):
@@ -68,6 +69,8 @@ def rank_targets(scorer: Scorer, histories: Sequence[np.ndarray], targets: np.nd
         target_scores = scores[rows, tgt].copy()
         if pop is not None:
             pop[idx] = target_ranks(scores[rows[:, None], negatives[idx] - 1], target_scores)
+        if full is None:
+            continue
         competitors = np.ones_like(scores, dtype=bool)
         hist_rows = np.repeat(rows, [len(histories[i]) for i in idx])
         hist_items = np.concatenate([histories[i] for i in idx]).astype(np.int64) - 1
@@ -77,16 +80,19 @@ def rank_targets(scorer: Scorer, histories: Sequence[np.ndarray], targets: np.nd
     return full, pop
 
 
-def evaluate(scorer: Scorer, eval_set, num_items: int, batch_size: int = 256) -> dict:
-    """POP100 and FULL metrics over every user of ``eval_set`` (a ``bert4rec.data.EvalSet``)."""
+def evaluate(scorer: Scorer, eval_set, num_items: int, batch_size: int = 256,
+             protocols: tuple[str, ...] = ("pop100", "full")) -> dict:
+    """POP100 and/or FULL metrics over every user of ``eval_set`` (a ``bert4rec.data.EvalSet``)."""
     started = time.perf_counter()
     histories = [eval_set.history[a:b] for a, b in zip(eval_set.history_offsets[:-1],
                                                        eval_set.history_offsets[1:], strict=True)]
-    full, pop = rank_targets(scorer, histories, np.asarray(eval_set.targets), np.asarray(eval_set.negatives),
-                             num_items, batch_size)
-    return {
-        "pop100": metrics_from_ranks(pop, POP100_METRICS),
-        "full": metrics_from_ranks(full, FULL_METRICS),
-        "num_users": int(len(full)),
-        "seconds": round(time.perf_counter() - started, 3),
-    }
+    negatives = np.asarray(eval_set.negatives) if "pop100" in protocols else None
+    full, pop = rank_targets(scorer, histories, np.asarray(eval_set.targets), negatives, num_items, batch_size,
+                             full_ranking="full" in protocols)
+    result: dict = {"num_users": len(histories)}
+    if pop is not None:
+        result["pop100"] = metrics_from_ranks(pop, POP100_METRICS)
+    if full is not None:
+        result["full"] = metrics_from_ranks(full, FULL_METRICS)
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    return result

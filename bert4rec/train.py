@@ -410,12 +410,7 @@ def train(opts: TrainOptions) -> dict:
                 batch = collate(instances.tokens, instances.token_offsets, instances.positions,
                                 instances.labels, instances.mask_offsets, idx)
                 lr = learning_rate(state.step, opts, total_steps)
-                optimizer.set_lr(lr)
-                loss = batch_loss(train_model, batch)
-                loss.backward()
-                optimizer.step()
-                optimizer.clear_grad()
-                loss_value = float(loss)
+                loss_value = train_step(train_model, optimizer, batch, lr)
                 state.step += 1
                 state.batch_in_epoch += 1
                 state.sequences += len(batches[state.batch_in_epoch - 1])
@@ -462,6 +457,16 @@ def train(opts: TrainOptions) -> dict:
     if not state.finished and state.step % opts.eval_every != 0:
         run_validation()
     return finish(opts, model, data, config, state, log, scorer, time.time() - started_wall) if is_main else {}
+
+
+def train_step(net, optimizer, batch, lr: float) -> float:
+    """One optimisation step on one batch; returns the loss."""
+    optimizer.set_lr(lr)
+    loss = batch_loss(net, batch)
+    loss.backward()
+    optimizer.step()
+    optimizer.clear_grad()
+    return float(loss)
 
 
 def batch_loss(net, batch) -> paddle.Tensor:
