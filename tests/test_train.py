@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import replace
@@ -167,3 +168,28 @@ def test_train_sh_local_smoke_run(tmp_path):
     results = json.loads((tmp_path / "ck" / "results.json").read_text())
     assert results["steps"] == 6 and results["num_eval_users"] == 400
     assert (tmp_path / "data" / "tiny" / "train.txt").exists() and "POP100" in proc.stdout
+
+
+def test_ctrl_c_leaves_a_resumable_checkpoint(planted):
+    root, data_dir = planted
+    cfg = tiny_config(root / "sigint.json")
+    ck = root / "sigint"
+    cmd = [sys.executable, str(REPO / "trainrec.py"), f"--CONFIG_PATH={cfg}", "--DATA_DIR", str(data_dir),
+           "--CHECKPOINTS", str(ck), "--NUM_TRAIN_STEPS", "100000", "--EVAL_EVERY", "3", "--BATCH_SIZE", "16",
+           "--MAX_LEN", "50", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:  # wait until training is under way (first validation printed)
+            if line.startswith("step 3:"):
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "resume with --INIT_CHECKPOINT" in out and "Traceback" not in err
+    state = load_checkpoint(ck / "last.pdparams")["state"]
+    assert state["step"] >= 3 and not state["finished"]
+    resumed = train(options(root, data_dir, "sigint", config_path=cfg, init_checkpoint=ck / "last.pdparams",
+                            num_train_steps=state["step"] + 2, eval_every=100))
+    assert resumed["steps"] == state["step"] + 2
