@@ -16,7 +16,7 @@ def probe(env_updates: dict, drop=("OMP_NUM_THREADS", "MKL_DEBUG_CPU_TYPE", "BER
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(env_updates)
     out = subprocess.run([sys.executable, "-c", PROBE % str(REPO)], env=env, capture_output=True, text=True,
-                         check=True).stdout.split(maxsplit=2)
+                         check=True).stdout.strip().split(maxsplit=2)
     return out
 
 
