@@ -4,6 +4,12 @@ input ids -> item + learned position embeddings -> LayerNorm, dropout -> transfo
 positions to predict: dense + gelu + LayerNorm -> dot product with the (tied) item embeddings + output bias.
 Logits are computed only where they are needed (masked positions in training, the last position at
 evaluation), which is most of the output-layer cost saved.
+
+Two interchangeable implementations share the same parameters (same ``state_dict`` keys and shapes, so a
+checkpoint loads into either): plain Paddle ops (any device) and, on CPU, bias-free matrix products plus the
+fused kernels of ``bert4rec.fused_ops`` for everything elementwise (embedding sum + LayerNorm + dropout,
+attention, bias + gelu, bias + dropout + residual + LayerNorm, the head's dense + gelu + LayerNorm, and the
+loss's bias + softmax cross-entropy). ``kernels="auto"`` uses the fused kernels when they are available.
 """
 
 from __future__ import annotations
@@ -12,19 +18,32 @@ import paddle
 from paddle import nn
 
 from bert4rec.config import BertConfig
-from bert4rec.fused_ops import fused_attention_available
+from bert4rec.fused_ops import (
+    bias_act_layernorm,
+    bias_softmax_cross_entropy,
+    embedding_layernorm_dropout,
+    kernels_available,
+)
 from bert4rec.transformer_encoder import TransformerEncoder, activation, attention_mask
 
 PAD_ID = 0
 
 
+KERNEL_MODES = ("auto", "fused", "plain")
+
+
 class BERT4Rec(nn.Layer):
-    def __init__(self, config: BertConfig, attention: str = "auto") -> None:
+    def __init__(self, config: BertConfig, kernels: str = "auto", attention: str | None = None) -> None:
+        """``kernels``: auto (fused CPU kernels when available), fused (required) or plain (Paddle ops only).
+
+        ``attention`` is the former name of ``kernels`` and, when given, takes precedence.
+        """
         super().__init__()
-        if attention not in ("auto", "fused", "plain"):
-            raise ValueError(f"attention must be auto, fused or plain, got {attention!r}")
+        kernels = attention if attention is not None else kernels
+        if kernels not in KERNEL_MODES:
+            raise ValueError(f"kernels must be auto, fused or plain, got {kernels!r}")
         self.config = config
-        self.attention = attention  # auto: the fused CPU kernel when it is available
+        self.kernels = kernels
         init = nn.initializer.TruncatedNormal(std=config.initializer_range)
         weight_attr = paddle.ParamAttr(initializer=init)
         hidden = config.hidden_size
@@ -45,31 +64,55 @@ class BERT4Rec(nn.Layer):
         if length > self.config.max_position_embeddings:
             raise ValueError(f"sequence length {length} exceeds max_position_embeddings "
                              f"{self.config.max_position_embeddings}")
-        positions = paddle.arange(length, dtype="int64").unsqueeze(0)
-        x = self.item_embeddings(input_ids) + self.position_embeddings(positions)
-        x = self.embedding_dropout(self.embedding_norm(x))
-        return self.encoder(x, attention_mask(input_ids, PAD_ID, self._use_fused()))
+        fused = self.uses_kernels()
+        tokens = self.item_embeddings(input_ids)
+        norm = self.embedding_norm
+        if fused:
+            x = embedding_layernorm_dropout(tokens, self.position_embeddings.weight, norm.weight, norm.bias,
+                                            self.embedding_dropout.p, self.training, norm._epsilon)
+        else:
+            positions = paddle.arange(length, dtype="int64").unsqueeze(0)
+            x = self.embedding_dropout(norm(tokens + self.position_embeddings(positions)))
+        return self.encoder(x, attention_mask(input_ids, PAD_ID, fused))
 
-    def _use_fused(self) -> bool:
-        if self.attention == "plain":
+    def uses_kernels(self) -> bool:
+        """Whether this model currently runs the fused CPU kernels (else plain Paddle ops)."""
+        if self.kernels == "plain":
             return False
-        available = fused_attention_available()
-        if self.attention == "fused" and not available:
-            raise RuntimeError("fused attention requested but the CPU kernel is unavailable")
+        available = kernels_available()
+        if self.kernels == "fused" and not available:
+            raise RuntimeError("fused CPU kernels requested but unavailable (BERT4REC_FUSED=0, not on CPU, "
+                               "or the build failed)")
         return available
+
+    def _head(self, states: paddle.Tensor, fused: bool) -> paddle.Tensor:
+        """[N, H] hidden states -> [N, H] output representations (dense + gelu + LayerNorm)."""
+        norm = self.head_norm
+        if fused:
+            dense = paddle.matmul(states, self.head_transform.weight)
+            return bias_act_layernorm(dense, self.head_transform.bias, norm.weight, norm.bias,
+                                      self.config.hidden_act, norm._epsilon)
+        return norm(self.head_act(self.head_transform(states)))
 
     def output_logits(self, states: paddle.Tensor) -> paddle.Tensor:
         """[N, H] hidden states -> [N, vocab] logits; the output projection is the item embedding table."""
-        h = self.head_norm(self.head_act(self.head_transform(states)))
+        h = self._head(states, self.uses_kernels())
         return paddle.matmul(h, self.item_embeddings.weight, transpose_y=True) + self.output_bias
+
+    def _states_at(self, input_ids: paddle.Tensor, flat_positions: paddle.Tensor) -> paddle.Tensor:
+        states = self.encode(input_ids)
+        return paddle.gather(states.reshape([-1, states.shape[-1]]), flat_positions)
 
     def forward(self, input_ids: paddle.Tensor, flat_positions: paddle.Tensor) -> paddle.Tensor:
         """Logits at the given positions; ``flat_positions`` index the flattened [B*L] sequence grid."""
-        states = self.encode(input_ids)
-        flat = states.reshape([-1, states.shape[-1]])
-        return self.output_logits(paddle.gather(flat, flat_positions))
+        return self.output_logits(self._states_at(input_ids, flat_positions))
 
     def loss(self, input_ids: paddle.Tensor, flat_positions: paddle.Tensor, labels: paddle.Tensor) -> paddle.Tensor:
         """Mean cross-entropy over all masked positions of the batch (the original BERT4Rec objective)."""
-        logits = self(input_ids, flat_positions)
-        return nn.functional.cross_entropy(logits, labels.unsqueeze(-1)).mean()
+        if not self.uses_kernels():
+            logits = self(input_ids, flat_positions)
+            return nn.functional.cross_entropy(logits, labels.unsqueeze(-1)).mean()
+        h = self._head(self._states_at(input_ids, flat_positions), True)
+        # An explicit [H, vocab] transpose (a small copy) makes the backward ~30% faster than transpose_y=True.
+        logits = paddle.matmul(h, paddle.transpose(self.item_embeddings.weight, [1, 0]))  # bias: in the loss
+        return bias_softmax_cross_entropy(logits, self.output_bias, labels.astype("int64")).mean()

@@ -1,14 +1,31 @@
-"""CPU kernels compiled on first use (``bert4rec/csrc``), with a pure-Paddle fallback.
+"""CPU kernels compiled on first use (``bert4rec/csrc``), with a pure-Paddle fallback in the model.
 
-``fused_attention`` replaces score matmul + mask add + softmax + dropout + value matmul by one multi-threaded
-pass that skips padding (see the C++ file for why). It is built once per machine with Paddle's C++ extension
-tooling (gcc, ~25 s) into ``~/.cache/bert4rec/ops`` (``BERT4REC_OPS_DIR`` overrides) and reused afterwards.
-Set ``BERT4REC_FUSED=0`` to use the plain Paddle ops; a failed build prints one warning and falls back.
+Paddle's CPU elementwise kernels are single-threaded and make one memory pass per op, which dominates a
+BERT4Rec training step on CPU (the matrix products are fine: MKL). These custom ops fuse each group of
+elementwise work into one multi-threaded pass forward and one backward:
+
+- ``fused_attention``: qkv bias + scores + padding mask + softmax + dropout + context, per (sequence, head)
+  in cache-sized tiles, skipping padding entirely;
+- ``bias_act`` (``bias_gelu``): act(x + b), the FFN input;
+- ``bias_dropout_residual_layernorm``: LayerNorm(residual + dropout(x + b)), the end of each sub-layer;
+- ``embedding_layernorm_dropout``: dropout(LayerNorm(item + position)), the input embeddings;
+- ``bias_act_layernorm``: LayerNorm(act(x + b)), the output head transform;
+- ``bias_softmax_cross_entropy``: per-row softmax cross-entropy of logits + output bias.
+
+Dropout masks are a counter-based hash of (seed, sequence, position, column): the backward pass regenerates
+them, and the seed is drawn from Paddle's RNG at each call (``paddle.seed``/``get_rng_state`` make runs
+reproducible and resumable). Parameter gradients are reduced in a fixed order (bitwise reproducible).
+
+The ops are built once per machine with Paddle's C++ extension tooling (gcc, ~1 min) into
+``~/.cache/bert4rec/ops`` (``BERT4REC_OPS_DIR`` overrides) and reused afterwards. Set ``BERT4REC_FUSED=0`` to
+use plain Paddle ops; a failed build prints one warning and falls back.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import fcntl
 import hashlib
 import os
@@ -19,9 +36,16 @@ from pathlib import Path
 
 import paddle
 
-SOURCE = Path(__file__).with_name("csrc") / "fused_attention.cc"
+CSRC = Path(__file__).with_name("csrc")
+ACTIVATIONS = {"gelu": 0, "gelu_exact": 1, "relu": 2}  # config.hidden_act -> kernel code
+LAYER_NORM_EPS = 1e-12
 _module = None
 _failed = False
+_allocator_configured = False
+
+
+def _sources() -> list[Path]:
+    return sorted(CSRC.glob("*.cc"))
 
 
 def _build_dir() -> Path:
@@ -30,15 +54,43 @@ def _build_dir() -> Path:
 
 
 def _build_name() -> str:
-    """Name keyed by source, Paddle version and CPU, so a changed source or machine rebuilds (-march=native)."""
+    """Name keyed by sources, Paddle version and CPU, so a changed source or machine rebuilds (-march=native)."""
     from bert4rec.cpu import _cpu_flags
 
     vendor, flags = _cpu_flags()
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), paddle.__version__.encode(), platform.machine().encode(),
-                 vendor.encode(), " ".join(sorted(flags)).encode(), sys.version.encode()):
+    for path in sorted(CSRC.glob("*.cc")) + sorted(CSRC.glob("*.h")):
+        key.update(path.name.encode())
+        key.update(path.read_bytes())
+    for part in (paddle.__version__.encode(), platform.machine().encode(), vendor.encode(),
+                 " ".join(sorted(flags)).encode(), sys.version.encode()):
         key.update(part)
     return f"bert4rec_ops_{key.hexdigest()[:12]}"
+
+
+def configure_allocator() -> bool:
+    """Keep freed memory in the process instead of returning it to the OS (glibc only; returns True if set).
+
+    Paddle's CPU allocator hands every tensor above glibc's mmap threshold (at most 32 MB) to a fresh
+    ``mmap`` and ``munmap``s it when freed, so each large activation (the [N, vocab] logits, the FFN
+    intermediate, the QKV projection...) is page-faulted and zeroed by the kernel again at every step:
+    ~100 ms of system time per 140 MB on these machines. Disabling mmap for malloc (M_MMAP_MAX = 0) and heap
+    trimming (M_TRIM_THRESHOLD) makes the heap reuse that memory. The price: the process keeps its peak
+    heap size until it exits. ``BERT4REC_MALLOC_TUNING=0`` disables this.
+    """
+    global _allocator_configured
+    if _allocator_configured or os.environ.get("BERT4REC_MALLOC_TUNING", "1") == "0":
+        return _allocator_configured
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_max = -1, -4
+        ok = libc.mallopt(m_mmap_max, 0) == 1 and libc.mallopt(m_trim_threshold, 2**31 - 1) == 1
+    except (OSError, AttributeError):
+        return False
+    _allocator_configured = ok
+    return ok
 
 
 def _load():
@@ -53,30 +105,90 @@ def _load():
         directory.mkdir(parents=True, exist_ok=True)
         with open(directory / ".lock", "w") as lock, contextlib.redirect_stdout(sys.stderr):
             fcntl.flock(lock, fcntl.LOCK_EX)  # several processes (data-parallel ranks) build only once
-            _module = load(name=name, sources=[str(SOURCE)], build_directory=str(directory),
-                           extra_cxx_cflags=["-O3", "-march=native", "-fopenmp"],
+            _module = load(name=name, sources=[str(s) for s in _sources()], build_directory=str(directory),
+                           extra_cxx_cflags=["-O3", "-march=native", "-fopenmp", "-fno-trapping-math"],
                            extra_ldflags=["-fopenmp"], verbose=False)
     except Exception as err:  # no compiler, unsupported platform...: the plain path still works
         _failed = True
-        warnings.warn(f"bert4rec: fused CPU attention unavailable ({type(err).__name__}: {err}); "
+        warnings.warn(f"bert4rec: fused CPU kernels unavailable ({type(err).__name__}: {err}); "
                       "using plain Paddle ops (slower)", stacklevel=2)
+        return None
+    configure_allocator()
     return _module
 
 
-def fused_attention_available() -> bool:
-    """True when the fused kernel may be used (enabled, CPU device, and it builds)."""
+def kernels_available() -> bool:
+    """True when the fused CPU kernels may be used (enabled, CPU device, and they build)."""
     if os.environ.get("BERT4REC_FUSED", "1") == "0" or not paddle.get_device().startswith("cpu"):
         return False
     return _load() is not None
 
 
-def fused_attention(qkv: paddle.Tensor, lengths: paddle.Tensor, num_heads: int, dropout: float,
-                    training: bool) -> paddle.Tensor:
-    """[B, L, 3H] fused projections + [B] real lengths -> [B, L, H] attention context (zeros at padding)."""
-    p = float(dropout) if training else 0.0
+fused_attention_available = kernels_available  # the name used before the other kernels existed
+
+_ZERO_SEED: paddle.Tensor | None = None
+
+
+def _seed(p: float) -> paddle.Tensor:
+    """A fresh seed from Paddle's RNG when dropout is active, else a constant (the kernels ignore it)."""
+    global _ZERO_SEED
     if p > 0.0:
-        seed = paddle.randint(0, 2**31 - 1, [1], dtype="int64")  # from Paddle's RNG: reproducible, resumable
-    else:
-        seed = paddle.zeros([1], dtype="int64")
-    out, _probs = _load().bert4rec_fused_attention(qkv, lengths, seed, p, int(num_heads))
+        return paddle.randint(0, 2**31 - 1, [1], dtype="int64")
+    if _ZERO_SEED is None:
+        _ZERO_SEED = paddle.zeros([1], dtype="int64")
+    return _ZERO_SEED
+
+
+def _p(dropout: float, training: bool) -> float:
+    return float(dropout) if training else 0.0
+
+
+def fused_attention(qkv: paddle.Tensor, bias: paddle.Tensor, lengths: paddle.Tensor, num_heads: int,
+                    dropout: float, training: bool) -> paddle.Tensor:
+    """[B, L, 3H] projections (no bias) + [3H] bias + [B] real lengths -> [B, L, H] context (0 at padding)."""
+    p = _p(dropout, training)
+    out, _lse = _load().bert4rec_fused_attention(qkv, bias, lengths, _seed(p), p, int(num_heads))
     return out
+
+
+def bias_act(x: paddle.Tensor, bias: paddle.Tensor, act: str = "gelu") -> paddle.Tensor:
+    """act(x + bias) over the last axis; act is a config ``hidden_act`` (gelu = tanh approximation)."""
+    return _load().bert4rec_bias_act(x, bias, ACTIVATIONS[act])
+
+
+def bias_gelu(x: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tensor:
+    """gelu_tanh(x + bias), BERT's activation."""
+    return bias_act(x, bias, "gelu")
+
+
+def bias_act_layernorm(x: paddle.Tensor, bias: paddle.Tensor, gamma: paddle.Tensor, beta: paddle.Tensor,
+                       act: str = "gelu", eps: float = LAYER_NORM_EPS) -> paddle.Tensor:
+    """LayerNorm(act(x + bias)) over the last axis."""
+    y, _xhat, _rstd = _load().bert4rec_bias_act_layernorm(x, bias, gamma, beta, ACTIVATIONS[act], float(eps))
+    return y
+
+
+def bias_dropout_residual_layernorm(x: paddle.Tensor, bias: paddle.Tensor, residual: paddle.Tensor,
+                                    gamma: paddle.Tensor, beta: paddle.Tensor, dropout: float, training: bool,
+                                    eps: float = LAYER_NORM_EPS) -> paddle.Tensor:
+    """LayerNorm(residual + dropout(x + bias)) for [B, L, H] inputs."""
+    p = _p(dropout, training)
+    y, _xhat, _rstd = _load().bert4rec_bias_dropout_residual_layernorm(x, bias, residual, gamma, beta, _seed(p),
+                                                                       p, float(eps))
+    return y
+
+
+def embedding_layernorm_dropout(tok: paddle.Tensor, pos_table: paddle.Tensor, gamma: paddle.Tensor,
+                                beta: paddle.Tensor, dropout: float, training: bool,
+                                eps: float = LAYER_NORM_EPS) -> paddle.Tensor:
+    """dropout(LayerNorm(tok + pos_table[:L])) for [B, L, H] item vectors and a [P >= L, H] position table."""
+    p = _p(dropout, training)
+    y, _xhat, _rstd = _load().bert4rec_embedding_layernorm_dropout(tok, pos_table, gamma, beta, _seed(p), p,
+                                                                   float(eps))
+    return y
+
+
+def bias_softmax_cross_entropy(logits: paddle.Tensor, bias: paddle.Tensor, labels: paddle.Tensor) -> paddle.Tensor:
+    """Per-row cross-entropy of softmax(logits + bias) [N, V] against int64 labels [N] -> [N] losses."""
+    loss, _lse = _load().bert4rec_bias_softmax_cross_entropy(logits, bias, labels)
+    return loss
