@@ -1,0 +1,145 @@
+"""BERT4Rec model behaviour, for both implementations (plain Paddle ops and the fused CPU kernels)."""
+
+from __future__ import annotations
+
+import os
+
+# isort: off
+import bert4rec  # noqa: F401  (CPU defaults must be set before Paddle loads)
+# isort: on
+import numpy as np
+import paddle
+import pytest
+
+from bert4rec import fused_ops
+from bert4rec.bert4rec import BERT4Rec
+from bert4rec.config import BertConfig
+
+VOCAB, MASK = 40, 39
+
+
+def kernel_modes():
+    modes = ["plain"]
+    if os.environ.get("BERT4REC_FUSED", "1") != "0":
+        modes.append("fused")
+    return modes
+
+
+@pytest.fixture(params=kernel_modes())
+def mode(request):
+    if request.param == "fused":
+        assert fused_ops.kernels_available(), "the fused CPU kernels failed to build"
+    return request.param
+
+
+def config(dropout=0.3):
+    return BertConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                      intermediate_size=32, max_position_embeddings=16, hidden_dropout_prob=dropout,
+                      attention_probs_dropout_prob=dropout)
+
+
+def make_model(mode, dropout=0.3, seed=0):
+    paddle.seed(seed)
+    return BERT4Rec(config(dropout), mode)
+
+
+def ids_batch(lengths=(9, 4, 1, 7), width=9, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = np.zeros((len(lengths), width), dtype="int64")
+    for row, n in enumerate(lengths):
+        ids[row, :n] = rng.integers(1, MASK, n)
+        ids[row, n - 1] = MASK
+    return ids
+
+
+def test_output_shapes(mode):
+    model = make_model(mode)
+    model.eval()
+    ids = paddle.to_tensor(ids_batch())
+    assert model.encode(ids).shape == [4, 9, 16]
+    positions = paddle.to_tensor([8, 9 + 3, 18, 27 + 6])
+    assert model(ids, positions).shape == [4, VOCAB]
+    model.train()
+    loss = model.loss(ids, positions, paddle.to_tensor([1, 2, 3, 4]))
+    assert loss.shape == [] and np.isfinite(float(loss))
+
+
+def test_padding_never_changes_real_outputs(mode):
+    model = make_model(mode)
+    model.eval()
+    ids = ids_batch()
+    padded = np.zeros((4, 15), dtype="int64")
+    padded[:, :9] = ids
+    short = model.encode(paddle.to_tensor(ids)).numpy()
+    long = model.encode(paddle.to_tensor(padded)).numpy()
+    for row, n in enumerate((9, 4, 1, 7)):
+        np.testing.assert_allclose(long[row, :n], short[row, :n], atol=1e-5, rtol=1e-5)
+    # Whatever sits in the padding of one row never reaches another row or real positions.
+    noisy = padded.copy()
+    noisy[1, 4:] = 0
+    other = model.encode(paddle.to_tensor(noisy)).numpy()
+    np.testing.assert_allclose(other[:, :9][padded[:, :9] != 0], long[:, :9][padded[:, :9] != 0], atol=1e-6)
+
+
+def test_output_projection_is_the_item_embedding_table(mode):
+    model = make_model(mode)
+    model.eval()
+    ids = paddle.to_tensor(ids_batch())
+    positions = paddle.to_tensor([8, 12])
+    assert model.output_bias.shape == [VOCAB]
+    names = [name for name, _ in model.named_parameters()]
+    assert not any("output_weight" in n or "decoder" in n for n in names)  # no separate output matrix
+    before = model(ids, positions).numpy()
+    # The logits are h @ E^T + b: recompute them from the head output and the embedding table.
+    states = paddle.gather(model.encode(ids).reshape([-1, 16]), positions)
+    h = model._head(states, model.uses_kernels()).numpy()
+    table, bias = model.item_embeddings.weight.numpy(), model.output_bias.numpy()
+    np.testing.assert_allclose(before, h @ table.T + bias, atol=1e-5, rtol=1e-5)
+    # Changing one item's embedding row (an item absent from the inputs) moves exactly that item's logit.
+    unused = sorted(set(range(1, MASK)) - set(ids.numpy().ravel().tolist()))[0]
+    delta = np.zeros_like(table)
+    delta[unused] = np.random.default_rng(1).normal(0.0, 0.5, 16)  # not constant: LayerNorm output sums to 0
+    model.item_embeddings.weight.set_value(table + delta)
+    after = model(ids, positions).numpy()
+    changed = np.abs(after - before) > 1e-6
+    assert changed[:, unused].all() and changed.sum() == len(positions)
+    np.testing.assert_allclose(after[:, unused] - before[:, unused], h @ delta[unused], atol=1e-5)
+    # The output bias shifts its item's logit one for one.
+    new_bias = bias.copy()
+    new_bias[3] += 1.0
+    model.output_bias.set_value(new_bias)
+    shifted = model(ids, positions).numpy()
+    np.testing.assert_allclose(shifted[:, 3] - after[:, 3], 1.0, atol=1e-5)
+
+
+def test_evaluation_is_deterministic(mode):
+    model = make_model(mode, dropout=0.5)
+    model.eval()
+    ids = paddle.to_tensor(ids_batch())
+    positions = paddle.to_tensor([8, 12, 18, 33])
+    first = model(ids, positions).numpy()
+    paddle.seed(123)  # a different RNG state must not matter at evaluation
+    second = model(ids, positions).numpy()
+    assert np.array_equal(first, second)
+    model.train()
+    assert not np.array_equal(model(ids, positions).numpy(), first)  # dropout is on in training
+
+
+def test_implementations_share_parameters_and_evaluation_outputs():
+    if "fused" not in kernel_modes():
+        pytest.skip("fused kernels disabled")
+    plain, fused = make_model("plain", seed=1), make_model("fused", seed=2)
+    assert list(plain.state_dict()) == list(fused.state_dict())
+    assert all(plain.state_dict()[k].shape == v.shape for k, v in fused.state_dict().items())
+    fused.set_state_dict(plain.state_dict())  # a checkpoint of one path loads into the other
+    plain.eval()
+    fused.eval()
+    ids, positions = paddle.to_tensor(ids_batch()), paddle.to_tensor([8, 12, 18, 33])
+    np.testing.assert_allclose(fused(ids, positions).numpy(), plain(ids, positions).numpy(), atol=1e-5)
+
+
+def test_kernel_mode_argument():
+    with pytest.raises(ValueError):
+        BERT4Rec(config(), "fast")
+    assert BERT4Rec(config(), attention="plain").kernels == "plain"  # the former argument name
+    assert not BERT4Rec(config(), "plain").uses_kernels()
