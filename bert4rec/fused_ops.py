@@ -63,7 +63,7 @@ def _build_name() -> str:
         key.update(path.name.encode())
         key.update(path.read_bytes())
     for part in (paddle.__version__.encode(), platform.machine().encode(), vendor.encode(),
-                 " ".join(sorted(flags)).encode(), sys.version.encode()):
+                 " ".join(sorted(flags)).encode(), sys.version.encode(), " ".join(_openmp_ldflags()).encode()):
         key.update(part)
     return f"bert4rec_ops_{key.hexdigest()[:12]}"
 
@@ -93,6 +93,19 @@ def configure_allocator() -> bool:
     return ok
 
 
+def _openmp_ldflags() -> list[str]:
+    """Link the kernels to the OpenMP runtime of Paddle's MKL (libiomp5) when Paddle ships one, else libgomp.
+
+    One runtime means one thread pool: MKL's matrix products and these kernels then take turns on the same
+    threads instead of two pools spinning against each other on the same cores (libiomp5 implements the
+    GOMP entry points GCC emits; the kernels only use ones it has: no nonmonotonic schedules).
+    """
+    libs = Path(paddle.__file__).parent / "libs"
+    if (libs / "libiomp5.so").is_file() and os.environ.get("BERT4REC_OPENMP", "iomp5") == "iomp5":
+        return [f"-L{libs}", "-l:libiomp5.so", f"-Wl,-rpath,{libs}"]
+    return ["-fopenmp"]
+
+
 def _load():
     global _module, _failed
     if _module is not None or _failed:
@@ -107,7 +120,7 @@ def _load():
             fcntl.flock(lock, fcntl.LOCK_EX)  # several processes (data-parallel ranks) build only once
             _module = load(name=name, sources=[str(s) for s in _sources()], build_directory=str(directory),
                            extra_cxx_cflags=["-O3", "-march=native", "-fopenmp", "-fno-trapping-math"],
-                           extra_ldflags=["-fopenmp"], verbose=False)
+                           extra_ldflags=_openmp_ldflags(), verbose=False)
     except Exception as err:  # no compiler, unsupported platform...: the plain path still works
         _failed = True
         warnings.warn(f"bert4rec: fused CPU kernels unavailable ({type(err).__name__}: {err}); "

@@ -146,7 +146,7 @@ std::vector<paddle::Tensor> FusedAttentionForward(const paddle::Tensor& qkv, con
     Tile tile;
     tile.Resize(L, dh, false);
     const int64_t dp = tile.dp;
-#pragma omp for schedule(dynamic)
+#pragma omp for schedule(monotonic : dynamic)
     for (int64_t task = 0; task < d.batch * d.heads; ++task) {
       const int64_t b = task / d.heads, h = task % d.heads;
       const int64_t n = RealLength(cm.lens, b, L);
@@ -211,7 +211,7 @@ std::vector<paddle::Tensor> FusedAttentionBackward(const paddle::Tensor& qkv, co
     Tile tile;
     tile.Resize(L, dh, true);
     const int64_t dp = tile.dp;
-#pragma omp for schedule(dynamic)
+#pragma omp for schedule(monotonic : dynamic)
     for (int64_t task = 0; task < d.batch * d.heads; ++task) {
       const int64_t b = task / d.heads, h = task % d.heads;
       const int64_t n = RealLength(cm.lens, b, L);
