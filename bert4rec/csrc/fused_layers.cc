@@ -11,7 +11,9 @@
 // LayerNorm, gelu) are single-threaded and make one memory pass per op; here each group is one pass forward
 // and one backward, on all cores. Dropout masks are a counter-based hash of (seed, sequence, position,
 // column), regenerated in the backward pass (nothing stored) and independent of batch padding. Parameter
-// gradients (biases, gamma, beta, positions) are reduced in a fixed order: bitwise reproducible.
+// gradients (biases, gamma, beta, positions) are reduced in a fixed order: bitwise reproducible. Rows are
+// handed out to threads dynamically (a busy core does not hold the others up); which thread computes a row
+// or chunk never changes its result.
 // LayerNorm: biased variance, y = (v - mean) / sqrt(var + eps) * gamma + beta, as paddle.nn.LayerNorm.
 #include "common.h"
 #include "paddle/extension.h"
@@ -110,7 +112,7 @@ std::vector<paddle::Tensor> BiasActForward(const paddle::Tensor& x, const paddle
   const float* xp = x.data<float>();
   const float* bp = bias.data<float>();
   float* yp = y.data<float>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(monotonic : dynamic, 32)
   for (int64_t i = 0; i < r.rows; ++i) b4r::ActRow(act, xp + i * r.width, bp, yp + i * r.width, r.width);
   return {y};
 }
@@ -126,7 +128,7 @@ std::vector<paddle::Tensor> BiasActBackward(const paddle::Tensor& x, const paddl
   float* gx = dx.data<float>();
   const Chunks ch(r.rows);
   std::vector<float> partial(ch.count * r.width);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(monotonic : dynamic)
   for (int64_t k = 0; k < ch.count; ++k) {
     float* p = partial.data() + k * r.width;
     std::fill(p, p + r.width, 0.f);
@@ -178,7 +180,7 @@ std::vector<paddle::Tensor> BiasActLayerNormForward(const paddle::Tensor& x, con
 #pragma omp parallel
   {
     std::vector<float> a(r.width);
-#pragma omp for schedule(static)
+#pragma omp for schedule(monotonic : dynamic, 32)
     for (int64_t i = 0; i < r.rows; ++i) {
       const int64_t o = i * r.width;
       b4r::ActRow(act, xp + o, bp, a.data(), r.width);
@@ -205,7 +207,7 @@ std::vector<paddle::Tensor> BiasActLayerNormBackward(const paddle::Tensor& x, co
 #pragma omp parallel
   {
     std::vector<float> da(w);
-#pragma omp for schedule(static)
+#pragma omp for schedule(monotonic : dynamic)
     for (int64_t k = 0; k < ch.count; ++k) {
       float* pb = partial.data() + k * 3 * w;  // db | dgamma | dbeta
       std::fill(pb, pb + 3 * w, 0.f);
@@ -279,7 +281,7 @@ std::vector<paddle::Tensor> BiasDropoutResidualLayerNormForward(
 #pragma omp parallel
   {
     std::vector<float> v(w);
-#pragma omp for schedule(static)
+#pragma omp for schedule(monotonic : dynamic, 32)
     for (int64_t i = 0; i < r.rows; ++i) {
       const int64_t o = i * w;
 #pragma omp simd
@@ -309,7 +311,7 @@ std::vector<paddle::Tensor> BiasDropoutResidualLayerNormBackward(
   const float ks = b4r::KeepScale(dropout);
   const Chunks ch(r.rows);
   std::vector<float> partial(ch.count * 3 * w);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(monotonic : dynamic)
   for (int64_t k = 0; k < ch.count; ++k) {
     float* pb = partial.data() + k * 3 * w;  // db | dgamma | dbeta
     std::fill(pb, pb + 3 * w, 0.f);
@@ -380,7 +382,7 @@ std::vector<paddle::Tensor> EmbeddingLayerNormDropoutForward(const paddle::Tenso
 #pragma omp parallel
   {
     std::vector<float> v(w);
-#pragma omp for schedule(static)
+#pragma omp for schedule(monotonic : dynamic, 32)
     for (int64_t i = 0; i < r.rows; ++i) {
       const int64_t o = i * w, l = i % r.length;
 #pragma omp simd
@@ -414,7 +416,7 @@ std::vector<paddle::Tensor> EmbeddingLayerNormDropoutBackward(const paddle::Tens
 #pragma omp parallel
   {
     std::vector<float> dz(w);
-#pragma omp for schedule(static)
+#pragma omp for schedule(monotonic : dynamic)
     for (int64_t k = 0; k < ch.count; ++k) {
       float* pb = partial.data() + k * 2 * w;  // dgamma | dbeta
       std::fill(pb, pb + 2 * w, 0.f);
@@ -431,7 +433,7 @@ std::vector<paddle::Tensor> EmbeddingLayerNormDropoutBackward(const paddle::Tens
   std::memcpy(dgamma.data<float>(), sums.data(), sizeof(float) * w);
   std::memcpy(dbeta.data<float>(), sums.data() + w, sizeof(float) * w);
   const int64_t table_rows = pos.shape()[0];
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(monotonic : dynamic, 4)
   for (int64_t l = 0; l < table_rows; ++l) {  // dpos[l] = sum over sequences, in sequence order
     float* dst = gpos + l * w;
     std::fill(dst, dst + w, 0.f);
@@ -487,7 +489,7 @@ std::vector<paddle::Tensor> BiasSoftmaxCrossEntropyForward(const paddle::Tensor&
   const int64_t* lab = labels.data<int64_t>();
   float *lp = loss.data<float>(), *sp = lse.data<float>();
   bool bad_label = false;
-#pragma omp parallel for schedule(static) reduction(|| : bad_label)
+#pragma omp parallel for schedule(monotonic : dynamic, 4) reduction(|| : bad_label)
   for (int64_t i = 0; i < n; ++i) {
     const float* z = zp + i * v;
     float mx = -INFINITY;
@@ -521,7 +523,7 @@ std::vector<paddle::Tensor> BiasSoftmaxCrossEntropyBackward(const paddle::Tensor
   float* gz = dz.data<float>();
   const Chunks ch(n);
   std::vector<float> partial(ch.count * v);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(monotonic : dynamic)
   for (int64_t k = 0; k < ch.count; ++k) {
     float* pb = partial.data() + k * v;
     std::fill(pb, pb + v, 0.f);
