@@ -340,7 +340,11 @@ def train(opts: TrainOptions) -> dict:
     log = EventLog(opts.checkpoints, enabled=is_main)
 
     paddle.seed(opts.seed)
-    model = BERT4Rec(config, attention=opts.attention)
+    model = BERT4Rec(config, kernels=opts.attention)
+    kernels = "fused CPU kernels" if model.uses_kernels() else "plain Paddle ops"  # builds them once, untimed
+    if is_main:
+        print(f"model: {config.hidden_size} hidden, {config.num_hidden_layers} layers, {kernels}, "
+              f"{sum(int(p.size) for p in model.parameters()):,} parameters")
     optimizer = make_optimizer(model, opts)
     state = TrainState()
     if opts.init_checkpoint is not None:
@@ -471,8 +475,11 @@ def train_step(net, optimizer, batch, lr: float) -> float:
 
 def batch_loss(net, batch) -> paddle.Tensor:
     """Masked-item cross-entropy of one batch; ``net`` may be the model or its DataParallel wrapper."""
-    logits = net(paddle.to_tensor(batch.input_ids), paddle.to_tensor(batch.flat_positions))
-    return paddle.nn.functional.cross_entropy(logits, paddle.to_tensor(batch.labels).unsqueeze(-1)).mean()
+    tensors = [paddle.to_tensor(x) for x in (batch.input_ids, batch.flat_positions, batch.labels)]
+    if not isinstance(net, paddle.DataParallel):
+        return net.loss(*tensors)  # the model's own (fused) loss
+    logits = net(tensors[0], tensors[1])  # through the wrapper, so gradients are all-reduced
+    return paddle.nn.functional.cross_entropy(logits, tensors[2].unsqueeze(-1)).mean()
 
 
 def finish(opts: TrainOptions, model, data: TrainingData, config: BertConfig, state: TrainState, log: EventLog,
