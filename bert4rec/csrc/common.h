@@ -90,16 +90,33 @@ enum Act { kGeluTanh = 0, kGeluExact = 1, kRelu = 2 };
 constexpr float kSqrt2OverPi = 0.7978845608028654f;
 constexpr float kGeluC = 0.044715f;
 
-// gelu_tanh(u) = 0.5 u (1 + tanh(z)) = u * sigmoid(2 z), z = sqrt(2/pi) (u + 0.044715 u^3).
-inline float GeluTanh(float u) {
-  const float z = kSqrt2OverPi * (u + kGeluC * u * u * u);
-  return u / (1.f + ExpF(-2.f * z));
+// tanh(x) for float: the rational approximation of Eigen's fast tanh (|error| < 1e-6, one division),
+// about 3x faster here than going through exp; exactly +-1 beyond |x| > 7.9.
+inline float TanhF(float x) {
+  constexpr float kClamp = 7.90531110763549805f;
+  x = x < -kClamp ? -kClamp : x;
+  x = x > kClamp ? kClamp : x;
+  const float x2 = x * x;
+  float p = -2.76076847742355e-16f;
+  p = p * x2 + 2.00018790482477e-13f;
+  p = p * x2 - 8.60467152213735e-11f;
+  p = p * x2 + 5.12229709037114e-08f;
+  p = p * x2 + 1.48572235717979e-05f;
+  p = p * x2 + 6.37261928875436e-04f;
+  p = p * x2 + 4.89352455891786e-03f;
+  float q = 1.19825839466702e-06f;
+  q = q * x2 + 1.18534705686654e-04f;
+  q = q * x2 + 2.26843463243900e-03f;
+  q = q * x2 + 4.89352518554385e-03f;
+  return p * x / q;
 }
 
+// gelu_tanh(u) = 0.5 u (1 + tanh(z)), z = sqrt(2/pi) (u + 0.044715 u^3).
+inline float GeluTanh(float u) { return 0.5f * u * (1.f + TanhF(kSqrt2OverPi * (u + kGeluC * u * u * u))); }
+
 inline float GeluTanhGrad(float u) {
-  const float z = kSqrt2OverPi * (u + kGeluC * u * u * u);
-  const float s = 1.f / (1.f + ExpF(-2.f * z));
-  return s + 2.f * u * s * (1.f - s) * kSqrt2OverPi * (1.f + 3.f * kGeluC * u * u);
+  const float t = TanhF(kSqrt2OverPi * (u + kGeluC * u * u * u));
+  return 0.5f * (1.f + t) + 0.5f * u * (1.f - t * t) * kSqrt2OverPi * (1.f + 3.f * kGeluC * u * u);
 }
 
 inline float GeluExact(float u) { return 0.5f * u * (1.f + std::erf(u * 0.7071067811865476f)); }
