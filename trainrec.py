@@ -49,14 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     flag(p, "WARMUP_STEPS", type=int, default=100)
     flag(p, "WEIGHT_DECAY", type=float, default=0.01)
     flag(p, "MAX_LEN", type=int, default=200, help="max sequence length incl. [MASK] (default: %(default)s)")
-    flag(p, "NUM_TRAIN_STEPS", type=int, default=None, help="step budget (overrides --EPOCHS)")
-    flag(p, "EPOCHS", type=float, default=None, help="epoch budget over train.txt (default 10)")
+    flag(p, "NUM_TRAIN_STEPS", type=int, default=None,
+         help="step budget (default 5000 with dynamic masking; overrides --EPOCHS)")
+    flag(p, "EPOCHS", type=float, default=None, help="epoch budget instead of steps")
     flag(p, "MAX_MINUTES", type=float, default=None, help="stop training after this much wall time")
-    flag(p, "EVAL_EVERY", type=int, default=1000, help="validate every N steps (default: %(default)s)")
+    flag(p, "EVAL_EVERY", type=int, default=250, help="validate every N steps (default: %(default)s)")
     flag(p, "PATIENCE", type=int, default=10, help="early stop after N validations without improvement")
     flag(p, "EVAL_BATCH_SIZE", type=int, default=256)
-    flag(p, "MASKING", default="fixed", choices=["fixed", "dynamic"],
-         help="fixed: the instances of train.txt (original); dynamic: re-mask train_windows.txt every epoch")
+    flag(p, "MASKING", default="dynamic", choices=["fixed", "dynamic"],
+         help="dynamic (default): re-mask the windows of train_windows.txt every epoch; fixed: the "
+         "instances of train.txt, masked once by gen_data_fin.py (the original)")
     flag(p, "MASKED_LM_PROB", type=float, default=0.2, help="dynamic masking: share of items masked")
     flag(p, "MAX_PREDICTIONS", type=int, default=40, help="dynamic masking: max masked items per sequence")
     flag(p, "CLIP_NORM", type=float, default=5.0)
