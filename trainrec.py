@@ -64,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     flag(p, "CLIP_NORM", type=float, default=5.0)
     flag(p, "SEED", type=int, default=42)
     flag(p, "DEVICE", default="cpu", choices=["cpu", "gpu"])
-    flag(p, "ATTENTION", default="auto", choices=["auto", "fused", "plain"],
-         help="attention kernel: fused CPU kernel when available (auto), or plain Paddle ops")
+    p.add_argument("--KERNELS", "--kernels", "--ATTENTION", "--attention", dest="kernels", default="auto",
+                   choices=["auto", "fused", "plain"],
+                   help="fused CPU kernels when they build (auto), required (fused), or plain Paddle ops")
     p.add_argument("--no-bucket", dest="bucket", action="store_false",
                    help="pad every batch to its longest sequence without length bucketing")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -96,7 +97,7 @@ def options_from_args(args: argparse.Namespace):
         seed=args.seed, device=args.device, eval_every=args.eval_every, patience=args.patience,
         eval_batch_size=args.eval_batch_size, masking=args.masking, masked_lm_prob=args.masked_lm_prob,
         max_predictions=args.max_predictions, bucket=args.bucket, clip_norm=args.clip_norm,
-        max_minutes=args.max_minutes, attention=args.attention, progress=args.progress)
+        max_minutes=args.max_minutes, kernels=args.kernels, progress=args.progress)
 
 
 def main() -> int:

@@ -73,7 +73,7 @@ class TrainOptions:
     bucket: bool = True
     clip_norm: float = 5.0
     max_minutes: float | None = None
-    attention: str = "auto"
+    kernels: str = "auto"              # fused CPU kernels (auto/fused) or plain Paddle ops
     progress: bool = True
     stop_at_step: int | None = None   # behave as if interrupted after this step (tests resume)
 
@@ -314,7 +314,7 @@ def validate_options(opts: TrainOptions) -> BertConfig:
         (opts.max_predictions >= 1, f"--MAX_PREDICTIONS must be >= 1, got {opts.max_predictions}"),
         (opts.clip_norm > 0, f"--CLIP_NORM must be > 0, got {opts.clip_norm}"),
         (opts.max_minutes is None or opts.max_minutes > 0, f"--MAX_MINUTES must be > 0, got {opts.max_minutes}"),
-        (opts.attention in ("auto", "fused", "plain"), "--ATTENTION must be auto, fused or plain"),
+        (opts.kernels in ("auto", "fused", "plain"), "--KERNELS must be auto, fused or plain"),
     ]
     for ok, message in checks:
         if not ok:
@@ -343,7 +343,7 @@ def train(opts: TrainOptions) -> dict:
     log = EventLog(opts.checkpoints, enabled=is_main)
 
     paddle.seed(opts.seed)
-    model = BERT4Rec(config, kernels=opts.attention)
+    model = BERT4Rec(config, kernels=opts.kernels)
     kernels = "fused CPU kernels" if model.uses_kernels() else "plain Paddle ops"  # builds them once, untimed
     if is_main:
         print(f"model: {config.hidden_size} hidden, {config.num_hidden_layers} layers, {kernels}, "

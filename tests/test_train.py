@@ -126,14 +126,14 @@ def test_learning_rate_warms_up_then_decays_to_zero(planted):
     assert learning_rate(110, opts, 110) == 0.0
 
 
-@pytest.mark.parametrize("attention", ["plain", "auto"])
-def test_bucketed_and_fully_padded_batches_give_the_same_loss(planted, attention):
+@pytest.mark.parametrize("kernels", ["plain", "auto"])
+def test_bucketed_and_fully_padded_batches_give_the_same_loss(planted, kernels):
     _, data_dir = planted
     inst = load_train_instances(data_dir / "train.txt")
     cfg = BertConfig(vocab_size=NUM_ITEMS + 4, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=32, max_position_embeddings=50)
     paddle.seed(0)
-    model = BERT4Rec(cfg, attention=attention)
+    model = BERT4Rec(cfg, kernels=kernels)
     model.eval()
     idx = np.arange(0, len(inst), 37)[:20]
     losses = []
