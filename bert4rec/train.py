@@ -41,6 +41,7 @@ from bert4rec.instances import TrainInstances, mask_windows
 SELECT_METRIC = ("full", "NDCG@10")
 DEFAULT_TRAIN_STEPS = 5000  # the measured ML-1M recipe (README); about an hour on 2 CPU cores
 # BERT4Rec paper, Table 2, ML-1m row (POP100 protocol: 100 popularity-sampled negatives)
+ML1M_ITEMS = 3416
 PAPER_ML1M_POP100 = {"HR@1": 0.2863, "HR@5": 0.5876, "HR@10": 0.6970, "NDCG@10": 0.4818, "MRR": 0.4254}
 
 
@@ -237,15 +238,16 @@ def plot_training_curves(events: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def results_table(test: dict) -> str:
-    """Test metrics next to the paper's ML-1M row (the paper used the POP100 protocol)."""
-    lines = [f"{'metric':<14}{'POP100':>10}{'paper':>10}{'FULL':>10}"]
+def results_table(test: dict, num_items: int) -> str:
+    """Test metrics, next to the paper's ML-1M row (POP100 protocol) when the data is ML-1M (3,416 items)."""
+    reference = PAPER_ML1M_POP100 if num_items == ML1M_ITEMS else {}
+    lines = [f"{'metric':<14}{'POP100':>10}{'paper ML-1m' if reference else '':>12}{'FULL':>10}"]
     for name in ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR", "Recall@10", "Precision@10"):
         pop = test["pop100"].get(name)
-        paper = PAPER_ML1M_POP100.get(name)
+        paper = reference.get(name)
         full = test["full"].get(name)
-        fmt = lambda v: f"{v:>10.4f}" if v is not None else f"{'-':>10}"  # noqa: E731
-        lines.append(f"{name:<14}{fmt(pop)}{fmt(paper)}{fmt(full)}")
+        fmt = lambda v, w=10: f"{v:>{w}.4f}" if v is not None else f"{'-' if w == 10 or reference else '':>{w}}"  # noqa: E731
+        lines.append(f"{name:<14}{fmt(pop)}{fmt(paper, 12)}{fmt(full)}")
     return "\n".join(lines)
 
 
@@ -520,6 +522,6 @@ def finish(opts: TrainOptions, model, data: TrainingData, config: BertConfig, st
     atomic_write_text(opts.checkpoints / "results.json", json.dumps(results, indent=2) + "\n")
     log.plot()
     print(f"\nTest ({len(data.test)} users, weights from step {selected}; training {state.train_seconds / 60:.1f} min)")
-    print(results_table(results["test"]))
+    print(results_table(results["test"], data.vocab.num_items))
     print(f"results: {opts.checkpoints / 'results.json'}")
     return results

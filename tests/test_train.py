@@ -193,3 +193,13 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(planted):
     resumed = train(options(root, data_dir, "sigint", config_path=cfg, init_checkpoint=ck / "last.pdparams",
                             num_train_steps=state["step"] + 2, eval_every=100))
     assert resumed["steps"] == state["step"] + 2
+
+
+def test_results_table_shows_the_paper_row_only_for_ml_1m():
+    from bert4rec.train import results_table
+
+    test = {"pop100": {"HR@10": 0.5, "NDCG@10": 0.25, "MRR": 0.2}, "full": {"HR@10": 0.1, "Recall@10": 0.1}}
+    ml1m = results_table(test, 3416)
+    assert "paper ML-1m" in ml1m and "0.6970" in ml1m and "0.5000" in ml1m
+    other = results_table(test, 60)
+    assert "paper" not in other and "0.6970" not in other and "0.1000" in other
