@@ -39,6 +39,7 @@ from bert4rec.fileio import atomic_path, atomic_write_text
 from bert4rec.instances import TrainInstances, mask_windows
 
 SELECT_METRIC = ("full", "NDCG@10")
+GENERATE_HINT = "(generate the data with `cd bert_train && python gen_data_fin.py`)"
 DEFAULT_TRAIN_STEPS = 5000  # the measured ML-1M recipe (README); about an hour on 2 CPU cores
 # BERT4Rec paper, Table 2, ML-1m row (POP100 protocol: 100 popularity-sampled negatives)
 ML1M_ITEMS = 3416
@@ -107,6 +108,11 @@ class TrainingData:
     windows: tuple | None                 # dynamic masking: (users, items, offsets)
     valid: EvalSet | None
     test: EvalSet
+
+    @property
+    def num_instances(self) -> int:
+        """Training sequences per epoch: fixed instances, or windows (each masked once per epoch)."""
+        return len(self.instances) if self.instances is not None else len(self.windows[0])
 
     def epoch_instances(self, opts: TrainOptions, epoch: int) -> TrainInstances:
         """The instances of one epoch: the fixed file, or every window freshly masked from (seed, epoch)."""
@@ -324,12 +330,10 @@ def validate_options(opts: TrainOptions) -> BertConfig:
     config = load_config(opts.config_path)
     for flag, path in (("--VOCAB_PATH", opts.vocab_path), ("--TEST_DATA_DIR", opts.test_path)):
         if not Path(path).is_file():
-            raise UserError(f"{flag} {path}: file not found (generate the data with "
-                            "`cd bert_train && python gen_data_fin.py`)")
+            raise UserError(f"{flag} {path}: file not found {GENERATE_HINT}")
     train_file = opts.train_path if opts.masking == "fixed" else opts.train_path.with_name("train_windows.txt")
     if not train_file.is_file():
-        raise UserError(f"--TRAIN_DATA_DIR {train_file}: file not found (generate the data with "
-                        "`cd bert_train && python gen_data_fin.py`)")
+        raise UserError(f"--TRAIN_DATA_DIR {train_file}: file not found {GENERATE_HINT}")
     if opts.valid_path is not None and not Path(opts.valid_path).is_file():
         raise UserError(f"--VALIDATION_DATA_DIR {opts.valid_path}: file not found")
     return config
@@ -364,9 +368,7 @@ def train(opts: TrainOptions) -> dict:
         log.path.unlink()  # a fresh run starts a fresh log
     train_model = paddle.DataParallel(model) if world > 1 else model
 
-    num_instances = len(data.instances) if data.instances is not None else int(
-        np.diff(data.windows[2]).size)
-    total_steps = total_steps_for(opts, num_instances)
+    total_steps = total_steps_for(opts, data.num_instances)
     deadline = time.time() + opts.max_minutes * 60 if opts.max_minutes else None
     scorer = bert4rec_scorer(model, data.vocab.mask_id, data.vocab.num_items, opts.max_len)
     started_wall = time.time() - state.train_seconds
@@ -415,16 +417,17 @@ def train(opts: TrainOptions) -> dict:
                                     np.random.default_rng([opts.seed, state.epoch]), bucket=opts.bucket)
             while state.batch_in_epoch < len(batches) and state.step < total_steps:
                 step_start = time.perf_counter()
-                idx = batches[state.batch_in_epoch][rank::world]
+                global_batch = batches[state.batch_in_epoch]
+                idx = global_batch[rank::world]
                 batch = collate(instances.tokens, instances.token_offsets, instances.positions,
                                 instances.labels, instances.mask_offsets, idx)
                 lr = learning_rate(state.step, opts, total_steps)
                 loss_value = train_step(train_model, optimizer, batch, lr)
                 state.step += 1
                 state.batch_in_epoch += 1
-                state.sequences += len(batches[state.batch_in_epoch - 1])
+                state.sequences += len(global_batch)
                 state.train_seconds += time.perf_counter() - step_start
-                window_seqs += len(batches[state.batch_in_epoch - 1])
+                window_seqs += len(global_batch)
                 if is_main and (state.step % 10 == 0 or state.step == total_steps):
                     rate = window_seqs / max(time.perf_counter() - window_start, 1e-9)
                     progress.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", seq_s=f"{rate:.0f}",
