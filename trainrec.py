@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
          "instances of train.txt, masked once by gen_data_fin.py (the original)")
     flag(p, "MASKED_LM_PROB", type=float, default=0.2, help="dynamic masking: share of items masked")
     flag(p, "MAX_PREDICTIONS", type=int, default=40, help="dynamic masking: max masked items per sequence")
+    flag(p, "MASK_LAST_PROB", type=float, default=0.0,
+         help="dynamic masking: chance that a sequence's last item is always among the masked ones")
     flag(p, "CLIP_NORM", type=float, default=5.0)
     flag(p, "SEED", type=int, default=42)
     flag(p, "DEVICE", default="cpu", choices=["cpu", "gpu"])
@@ -96,8 +98,8 @@ def options_from_args(args: argparse.Namespace):
         epochs=args.epochs, init_checkpoint=Path(args.init_checkpoint) if args.init_checkpoint else None,
         seed=args.seed, device=args.device, eval_every=args.eval_every, patience=args.patience,
         eval_batch_size=args.eval_batch_size, masking=args.masking, masked_lm_prob=args.masked_lm_prob,
-        max_predictions=args.max_predictions, bucket=args.bucket, clip_norm=args.clip_norm,
-        max_minutes=args.max_minutes, kernels=args.kernels, progress=args.progress)
+        max_predictions=args.max_predictions, mask_last_prob=args.mask_last_prob, bucket=args.bucket,
+        clip_norm=args.clip_norm, max_minutes=args.max_minutes, kernels=args.kernels, progress=args.progress)
 
 
 def main() -> int:

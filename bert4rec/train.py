@@ -72,6 +72,7 @@ class TrainOptions:
     masking: str = "dynamic"          # dynamic: re-mask windows every epoch; fixed: the instances in train.txt
     masked_lm_prob: float = 0.2       # dynamic masking only
     max_predictions: int = 40         # dynamic masking only
+    mask_last_prob: float = 0.0       # dynamic masking only: chance a window's last item is always masked
     bucket: bool = True
     clip_norm: float = 5.0
     max_minutes: float | None = None
@@ -122,7 +123,8 @@ class TrainingData:
         rng = np.random.default_rng([opts.seed, epoch, 1])
         tokens, positions, labels, mask_offsets = mask_windows(
             items, offsets, rng, masked_lm_prob=opts.masked_lm_prob, max_predictions=opts.max_predictions,
-            mask_prob=1.0, mask_id=self.vocab.mask_id, num_items=self.vocab.num_items)
+            mask_prob=1.0, mask_id=self.vocab.mask_id, num_items=self.vocab.num_items,
+            last_item_prob=opts.mask_last_prob)
         return TrainInstances(users=users, tokens=tokens, token_offsets=np.asarray(offsets, dtype=np.int64),
                               positions=positions, labels=labels, mask_offsets=mask_offsets)
 
@@ -320,6 +322,7 @@ def validate_options(opts: TrainOptions) -> BertConfig:
         (opts.masking in ("fixed", "dynamic"), f"--MASKING must be fixed or dynamic, got {opts.masking!r}"),
         (0 < opts.masked_lm_prob <= 1, f"--MASKED_LM_PROB must be in (0, 1], got {opts.masked_lm_prob}"),
         (opts.max_predictions >= 1, f"--MAX_PREDICTIONS must be >= 1, got {opts.max_predictions}"),
+        (0 <= opts.mask_last_prob <= 1, f"--MASK_LAST_PROB must be in [0, 1], got {opts.mask_last_prob}"),
         (opts.clip_norm > 0, f"--CLIP_NORM must be > 0, got {opts.clip_norm}"),
         (opts.max_minutes is None or opts.max_minutes > 0, f"--MAX_MINUTES must be > 0, got {opts.max_minutes}"),
         (opts.kernels in ("auto", "fused", "plain"), "--KERNELS must be auto, fused or plain"),

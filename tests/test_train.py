@@ -117,6 +117,15 @@ def test_vocab_size_mismatch_is_a_user_error(planted):
         train(opts)
 
 
+@pytest.mark.parametrize("bad, flag", [(dict(mask_last_prob=1.5), "--MASK_LAST_PROB"),
+                                       (dict(masked_lm_prob=0.0), "--MASKED_LM_PROB"),
+                                       (dict(batch_size=0), "--BATCH_SIZE")])
+def test_bad_training_options_are_user_errors_naming_the_flag(planted, bad, flag):
+    root, data_dir = planted
+    with pytest.raises(UserError, match=flag):
+        train(options(root, data_dir, "bad_option", **bad))
+
+
 def test_learning_rate_warms_up_then_decays_to_zero(planted):
     root, data_dir = planted
     opts = options(root, data_dir, "lr", lr=1.0, warmup_steps=10)
