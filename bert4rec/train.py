@@ -40,7 +40,7 @@ from bert4rec.instances import TrainInstances, mask_windows
 
 SELECT_METRIC = ("full", "NDCG@10")
 GENERATE_HINT = "(generate the data with `cd bert_train && python gen_data_fin.py`)"
-DEFAULT_TRAIN_STEPS = 5000  # the measured ML-1M recipe (README); about an hour on 2 CPU cores
+DEFAULT_TRAIN_STEPS = 12000  # the measured ML-1M recipe (README): under an hour on 2 CPU cores
 # BERT4Rec paper, Table 2, ML-1m row (POP100 protocol: 100 popularity-sampled negatives)
 ML1M_ITEMS = 3416
 PAPER_ML1M_POP100 = {"HR@1": 0.2863, "HR@5": 0.5876, "HR@10": 0.6970, "NDCG@10": 0.4818, "MRR": 0.4254}
@@ -56,8 +56,8 @@ class TrainOptions:
     test_path: Path
     vocab_path: Path
     checkpoints: Path
-    batch_size: int = 256
-    lr: float = 1e-3
+    batch_size: int = 128             # the measured 1-hour ML-1M recipe (README "Results", bench/notes.md)
+    lr: float = 2e-3
     warmup_steps: int = 100
     weight_decay: float = 0.01
     max_len: int = 200
@@ -66,13 +66,13 @@ class TrainOptions:
     init_checkpoint: Path | None = None
     seed: int = 42
     device: str = "cpu"
-    eval_every: int = 250
+    eval_every: int = 500
     patience: int = 10
     eval_batch_size: int = 256
     masking: str = "dynamic"          # dynamic: re-mask windows every epoch; fixed: the instances in train.txt
     masked_lm_prob: float = 0.2       # dynamic masking only
     max_predictions: int = 40         # dynamic masking only
-    mask_last_prob: float = 0.0       # dynamic masking only: chance a window's last item is always masked
+    mask_last_prob: float = 0.5       # dynamic masking only: chance a window's last item is always masked
     bucket: bool = True
     clip_norm: float = 5.0
     max_minutes: float | None = None
