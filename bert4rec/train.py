@@ -56,7 +56,7 @@ class TrainOptions:
     test_path: Path
     vocab_path: Path
     checkpoints: Path
-    batch_size: int = 128             # the measured 1-hour ML-1M recipe (README "Results", bench/notes.md)
+    batch_size: int = 128             # the measured 1-hour ML-1M recipe (README "Results", bench/recipe.md)
     lr: float = 2e-3
     warmup_steps: int = 100
     weight_decay: float = 0.01
