@@ -1,4 +1,5 @@
-"""Typed model configuration, loaded from the JSON files in ``bert_train/``.
+"""Typed configuration: the model (``BertConfig``, from the JSON files in ``bert_train/``) and a training run
+(``TrainOptions``, whose defaults are the measured 1-hour ML-1M recipe; ``trainrec.py`` reads them from here).
 
 The JSON keys are those of the original BERT4Rec ``bert_config_*.json`` files, so a config from the original
 release loads unchanged (``type_vocab_size`` is accepted and ignored: BERT4Rec has no segments). Unknown keys,
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +100,44 @@ def load_config(path: str | Path) -> BertConfig:
     except json.JSONDecodeError as err:
         raise UserError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
     return BertConfig.from_dict(raw, source=str(path))
+
+
+DEFAULT_TRAIN_STEPS = 12000  # the measured ML-1M recipe (README): under an hour on 2 CPU cores
+
+
+@dataclass
+class TrainOptions:
+    """Everything a run depends on; recorded in checkpoints and results.json."""
+
+    config_path: Path
+    train_path: Path
+    valid_path: Path | None
+    test_path: Path
+    vocab_path: Path
+    checkpoints: Path
+    batch_size: int = 128             # the measured 1-hour ML-1M recipe (README "Results", bench/recipe.md)
+    lr: float = 2e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    max_len: int = 200
+    num_train_steps: int | None = None
+    epochs: float | None = None
+    init_checkpoint: Path | None = None
+    seed: int = 42
+    device: str = "cpu"
+    eval_every: int = 500
+    patience: int = 10
+    eval_batch_size: int = 256
+    masking: str = "dynamic"          # dynamic: re-mask windows every epoch; fixed: the instances in train.txt
+    masked_lm_prob: float = 0.2       # dynamic masking only
+    max_predictions: int = 40         # dynamic masking only
+    mask_last_prob: float = 0.5       # dynamic masking only: chance a window's last item is always masked
+    bucket: bool = True
+    clip_norm: float = 5.0
+    max_minutes: float | None = None
+    kernels: str = "auto"              # fused CPU kernels (auto/fused) or plain Paddle ops
+    progress: bool = True
+    stop_at_step: int | None = None   # behave as if interrupted after this step (tests resume)
+
+    def to_json(self) -> dict:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}

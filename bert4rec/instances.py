@@ -153,11 +153,11 @@ def _mask_in_place(
     mask_id: int,
     num_items: int,
     progress: Callable[[int], object] | None,
-    last_item_prob: float = 0.0,
+    mask_last_prob: float = 0.0,
 ) -> None:
     """Mask windows ``tokens[starts[i]:starts[i]+lengths[i]]`` in place, ``k[i]`` positions each, writing
     positions/labels at ``out_starts[i]``. Draw order: by length (ascending), then by i.
-    ``last_item_prob``: chance that a window's last position is forced into its masked set."""
+    ``mask_last_prob``: chance that a window's last position is forced into its masked set."""
     order = np.argsort(lengths, kind="stable")
     bounds = np.flatnonzero(np.diff(lengths[order])) + 1
     for group in np.split(order, bounds) if len(order) else []:
@@ -170,8 +170,8 @@ def _mask_in_place(
                 pos = np.broadcast_to(np.arange(length, dtype=np.int64), (len(rows), length))
             else:
                 keys = rng.random((len(rows), length), dtype=np.float32)
-                if last_item_prob > 0:
-                    keys[rng.random(len(rows)) < last_item_prob, length - 1] = -1.0
+                if mask_last_prob > 0:
+                    keys[rng.random(len(rows)) < mask_last_prob, length - 1] = -1.0
                 pos = np.argpartition(keys, kk - 1, axis=1)[:, :kk]
                 pos.sort(axis=1)
             flat_tok = (starts[rows][:, None] + pos).ravel()
@@ -204,13 +204,13 @@ def mask_windows(
     mask_id: int,
     num_items: int,
     progress: Callable[[int], object] | None = None,
-    last_item_prob: float = 0.0,
+    mask_last_prob: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Mask every window once (vectorised by window length).
 
     ``items``/``offsets``: the windows in CSR layout (item ids ``1..num_items``). Returns
     ``(tokens, positions, labels, mask_offsets)``: tokens share ``offsets``; positions/labels use
-    ``mask_offsets``. ``progress(n)`` is called after each batch of ``n`` windows. ``last_item_prob`` > 0
+    ``mask_offsets``. ``progress(n)`` is called after each batch of ``n`` windows. ``mask_last_prob`` > 0
     forces a window's last position into its masked set with that probability: the test task (next item
     after the whole history, nothing to its right) then appears more often in training.
     Random draws happen in a fixed order (windows grouped by length, ascending; index order within a
@@ -228,7 +228,7 @@ def mask_windows(
     labels = np.empty(int(mask_offsets[-1]), dtype=np.int32)
     _mask_in_place(
         tokens, offsets[:-1] - offsets[0], lengths, k, mask_offsets[:-1], positions, labels, rng,
-        mask_prob, mask_id, num_items, progress, last_item_prob,
+        mask_prob, mask_id, num_items, progress, mask_last_prob,
     )  # fmt: skip
     return tokens, positions, labels, mask_offsets
 

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from bert4rec.batches import collate, epoch_batches
 from bert4rec.bert4rec import BERT4Rec
 from bert4rec.checkpoint import load_checkpoint, restore, save_checkpoint
-from bert4rec.config import BertConfig, load_config
+from bert4rec.config import DEFAULT_TRAIN_STEPS, BertConfig, TrainOptions, load_config
 from bert4rec.data import EvalSet, Vocab, load_eval_set, load_train_instances, load_vocab, load_windows
 from bert4rec.errors import UserError
 from bert4rec.evaluate import bert4rec_scorer, evaluate
@@ -40,48 +40,9 @@ from bert4rec.instances import TrainInstances, mask_windows
 
 SELECT_METRIC = ("full", "NDCG@10")
 GENERATE_HINT = "(generate the data with `cd bert_train && python gen_data_fin.py`)"
-DEFAULT_TRAIN_STEPS = 12000  # the measured ML-1M recipe (README): under an hour on 2 CPU cores
 # BERT4Rec paper, Table 2, ML-1m row (POP100 protocol: 100 popularity-sampled negatives)
 ML1M_ITEMS = 3416
 PAPER_ML1M_POP100 = {"HR@1": 0.2863, "HR@5": 0.5876, "HR@10": 0.6970, "NDCG@10": 0.4818, "MRR": 0.4254}
-
-
-@dataclass
-class TrainOptions:
-    """Everything a run depends on; recorded in checkpoints and results.json."""
-
-    config_path: Path
-    train_path: Path
-    valid_path: Path | None
-    test_path: Path
-    vocab_path: Path
-    checkpoints: Path
-    batch_size: int = 128             # the measured 1-hour ML-1M recipe (README "Results", bench/recipe.md)
-    lr: float = 2e-3
-    warmup_steps: int = 100
-    weight_decay: float = 0.01
-    max_len: int = 200
-    num_train_steps: int | None = None
-    epochs: float | None = None
-    init_checkpoint: Path | None = None
-    seed: int = 42
-    device: str = "cpu"
-    eval_every: int = 500
-    patience: int = 10
-    eval_batch_size: int = 256
-    masking: str = "dynamic"          # dynamic: re-mask windows every epoch; fixed: the instances in train.txt
-    masked_lm_prob: float = 0.2       # dynamic masking only
-    max_predictions: int = 40         # dynamic masking only
-    mask_last_prob: float = 0.5       # dynamic masking only: chance a window's last item is always masked
-    bucket: bool = True
-    clip_norm: float = 5.0
-    max_minutes: float | None = None
-    kernels: str = "auto"              # fused CPU kernels (auto/fused) or plain Paddle ops
-    progress: bool = True
-    stop_at_step: int | None = None   # behave as if interrupted after this step (tests resume)
-
-    def to_json(self) -> dict:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
 
 
 @dataclass
@@ -124,7 +85,7 @@ class TrainingData:
         tokens, positions, labels, mask_offsets = mask_windows(
             items, offsets, rng, masked_lm_prob=opts.masked_lm_prob, max_predictions=opts.max_predictions,
             mask_prob=1.0, mask_id=self.vocab.mask_id, num_items=self.vocab.num_items,
-            last_item_prob=opts.mask_last_prob)
+            mask_last_prob=opts.mask_last_prob)
         return TrainInstances(users=users, tokens=tokens, token_offsets=np.asarray(offsets, dtype=np.int64),
                               positions=positions, labels=labels, mask_offsets=mask_offsets)
 
@@ -248,14 +209,15 @@ def plot_training_curves(events: list[dict], path: Path) -> None:
 
 def results_table(test: dict, num_items: int) -> str:
     """Test metrics, next to the paper's ML-1M row (POP100 protocol) when the data is ML-1M (3,416 items)."""
-    reference = PAPER_ML1M_POP100 if num_items == ML1M_ITEMS else {}
-    lines = [f"{'metric':<14}{'POP100':>10}{'paper ML-1m' if reference else '':>12}{'FULL':>10}"]
+    with_paper = num_items == ML1M_ITEMS
+
+    def cell(value: float | None, width: int = 10) -> str:
+        return f"{value:>{width}.4f}" if value is not None else f"{'-':>{width}}"
+
+    lines = [f"{'metric':<14}{'POP100':>10}{'paper ML-1m' if with_paper else '':>12}{'FULL':>10}"]
     for name in ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR", "Recall@10", "Precision@10"):
-        pop = test["pop100"].get(name)
-        paper = reference.get(name)
-        full = test["full"].get(name)
-        fmt = lambda v, w=10: f"{v:>{w}.4f}" if v is not None else f"{'-' if w == 10 or reference else '':>{w}}"  # noqa: E731
-        lines.append(f"{name:<14}{fmt(pop)}{fmt(paper, 12)}{fmt(full)}")
+        paper = cell(PAPER_ML1M_POP100.get(name), 12) if with_paper else " " * 12
+        lines.append(f"{name:<14}{cell(test['pop100'].get(name))}{paper}{cell(test['full'].get(name))}")
     return "\n".join(lines)
 
 

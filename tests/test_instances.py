@@ -130,21 +130,21 @@ def test_masked_positions_are_uniform():
     assert abs(both - k * (k - 1) / (length * (length - 1))) < 0.015
 
 
-@pytest.mark.parametrize("last_item_prob", [0.5, 1.0])
-def test_last_item_prob_forces_the_last_position(last_item_prob):
+@pytest.mark.parametrize("mask_last_prob", [0.5, 1.0])
+def test_mask_last_prob_forces_the_last_position(mask_last_prob):
     rng = np.random.default_rng(4)
     length, k, n = 20, 4, 4000
     windows = np.tile(np.arange(1, length + 1, dtype=np.int32), n)
     offsets = np.arange(0, n * length + 1, length, dtype=np.int64)
     tokens, positions, labels, _ = mask_windows(
         windows, offsets, rng, masked_lm_prob=k / length, max_predictions=40, mask_prob=1.0,
-        mask_id=MASK, num_items=N_ITEMS, last_item_prob=last_item_prob,
+        mask_id=MASK, num_items=N_ITEMS, mask_last_prob=mask_last_prob,
     )  # fmt: skip
     pos = positions.reshape(n, k)
     assert np.all(np.diff(pos, axis=1) > 0)  # still k distinct positions per window
     has_last = np.any(pos == length - 1, axis=1)
     # forced with probability p, otherwise drawn like any other position (k / L)
-    expected = last_item_prob + (1 - last_item_prob) * k / length
+    expected = mask_last_prob + (1 - mask_last_prob) * k / length
     assert abs(has_last.mean() - expected) < 0.03
     assert np.all(tokens.reshape(n, length)[has_last, length - 1] == MASK)
     assert labels.tolist() == windows[(np.arange(n)[:, None] * length + pos).ravel()].tolist()
