@@ -24,7 +24,7 @@ from bert4rec.errors import UserError, run_cli  # noqa: E402
 
 DEFAULT_DATA_DIR = REPO / "data" / "ml-1m"
 # the flag defaults are TrainOptions' (one place: bert4rec/config.py)
-D = {f.name: f.default for f in dataclasses.fields(TrainOptions) if f.default is not dataclasses.MISSING}
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainOptions) if f.default is not dataclasses.MISSING}
 
 
 class Parser(argparse.ArgumentParser):
@@ -49,31 +49,35 @@ def build_parser() -> argparse.ArgumentParser:
     flag(p, "VOCAB_PATH", default=None, help="vocab.txt")
     flag(p, "CHECKPOINTS", default=None, help="output directory (default: checkpoints/<config name>)")
     flag(p, "INIT_CHECKPOINT", default=None, help="resume from this checkpoint (e.g. <CHECKPOINTS>/last.pdparams)")
-    flag(p, "BATCH_SIZE", type=int, default=D["batch_size"], help="sequences per step (default: %(default)s)")
-    flag(p, "LR_RATE", type=float, default=D["lr"], help="peak learning rate (default: %(default)s)")
-    flag(p, "WARMUP_STEPS", type=int, default=D["warmup_steps"])
-    flag(p, "WEIGHT_DECAY", type=float, default=D["weight_decay"])
-    flag(p, "MAX_LEN", type=int, default=D["max_len"], help="max sequence length incl. [MASK] (default: %(default)s)")
+    flag(p, "BATCH_SIZE", type=int, default=DEFAULTS["batch_size"], help="sequences per step (default: %(default)s)")
+    flag(p, "LR_RATE", type=float, default=DEFAULTS["lr"], help="peak learning rate (default: %(default)s)")
+    flag(p, "WARMUP_STEPS", type=int, default=DEFAULTS["warmup_steps"])
+    flag(p, "WEIGHT_DECAY", type=float, default=DEFAULTS["weight_decay"])
+    flag(p, "MAX_LEN", type=int, default=DEFAULTS["max_len"],
+         help="max sequence length incl. [MASK] (default: %(default)s)")
     flag(p, "NUM_TRAIN_STEPS", type=int, default=None,
          help=f"step budget (default {DEFAULT_TRAIN_STEPS}; overrides --EPOCHS)")
     flag(p, "EPOCHS", type=float, default=None, help="epoch budget instead of steps")
     flag(p, "MAX_MINUTES", type=float, default=None, help="stop training after this much wall time")
-    flag(p, "EVAL_EVERY", type=int, default=D["eval_every"], help="validate every N steps (default: %(default)s)")
-    flag(p, "PATIENCE", type=int, default=D["patience"], help="early stop after N validations without improvement")
-    flag(p, "EVAL_BATCH_SIZE", type=int, default=D["eval_batch_size"])
-    flag(p, "MASKING", default=D["masking"], choices=["fixed", "dynamic"],
+    flag(p, "EVAL_EVERY", type=int, default=DEFAULTS["eval_every"],
+         help="validate every N steps (default: %(default)s)")
+    flag(p, "PATIENCE", type=int, default=DEFAULTS["patience"],
+         help="early stop after N validations without improvement")
+    flag(p, "EVAL_BATCH_SIZE", type=int, default=DEFAULTS["eval_batch_size"])
+    flag(p, "MASKING", default=DEFAULTS["masking"], choices=["fixed", "dynamic"],
          help="dynamic (default): re-mask the windows of train_windows.txt every epoch; fixed: the "
          "instances of train.txt, masked once by gen_data_fin.py (the original)")
-    flag(p, "MASKED_LM_PROB", type=float, default=D["masked_lm_prob"], help="dynamic masking: share of items masked")
-    flag(p, "MAX_PREDICTIONS", type=int, default=D["max_predictions"],
+    flag(p, "MASKED_LM_PROB", type=float, default=DEFAULTS["masked_lm_prob"],
+         help="dynamic masking: share of items masked")
+    flag(p, "MAX_PREDICTIONS", type=int, default=DEFAULTS["max_predictions"],
          help="dynamic masking: max masked items per sequence")
-    flag(p, "MASK_LAST_PROB", type=float, default=D["mask_last_prob"],
+    flag(p, "MASK_LAST_PROB", type=float, default=DEFAULTS["mask_last_prob"],
          help="dynamic masking: chance that a sequence's last item is always among the masked ones "
          "(default: %(default)s)")
-    flag(p, "CLIP_NORM", type=float, default=D["clip_norm"])
-    flag(p, "SEED", type=int, default=D["seed"])
-    flag(p, "DEVICE", default=D["device"], choices=["cpu", "gpu"])
-    p.add_argument("--KERNELS", "--kernels", "--ATTENTION", "--attention", dest="kernels", default=D["kernels"],
+    flag(p, "CLIP_NORM", type=float, default=DEFAULTS["clip_norm"])
+    flag(p, "SEED", type=int, default=DEFAULTS["seed"])
+    flag(p, "DEVICE", default=DEFAULTS["device"], choices=["cpu", "gpu"])
+    p.add_argument("--KERNELS", "--kernels", "--ATTENTION", "--attention", dest="kernels", default=DEFAULTS["kernels"],
                    choices=["auto", "fused", "plain"],
                    help="fused CPU kernels when they build (auto), required (fused), or plain Paddle ops")
     p.add_argument("--no-bucket", dest="bucket", action="store_false",
