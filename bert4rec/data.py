@@ -68,7 +68,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bert4rec.errors import UserError
+from bert4rec.errors import EnvironmentFailure, UserError, os_failure
 from bert4rec.fileio import atomic_dir, atomic_path, current_umask
 from bert4rec.instances import (
     TrainInstances,
@@ -1131,6 +1131,57 @@ def _tqdm(progress: bool | None, **kwargs):
     return tqdm(disable=(not progress) if progress is not None else None, **kwargs)
 
 
+def _written_by_generator(folder: Path) -> list[str]:
+    """Entries of ``folder`` the generator cannot account for: everything, unless its own ``stats.json``
+    lists the files it wrote (then only what is not among them)."""
+    entries = sorted(os.listdir(folder))
+    try:
+        stats = json.loads((folder / "stats.json").read_text(encoding="utf-8"))
+        ours = isinstance(stats, dict) and "generator_version" in stats
+        own = set(stats["files"]) | {"stats.json"} if ours else set()
+    except (OSError, ValueError, KeyError, TypeError):
+        own = set()
+    return [name for name in entries if name not in own]
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_output_dir(out_dir: Path, inputs: Sequence[Path]) -> None:
+    """Refuse an output folder the generator may not replace (``UserError``, nothing touched).
+
+    The output is written next to ``out_dir`` and then swapped in whole, so ``out_dir`` is only acceptable when
+    it does not exist, is empty, or holds exactly the files of an earlier run of the generator; it must not be
+    (or contain) an input or the current folder, and a file in its place is never replaced.
+    """
+    out = out_dir.resolve()
+    flag = f"--output_dir {out_dir}"
+    cwd = Path.cwd().resolve()
+    if out == cwd or out in cwd.parents:
+        raise UserError(f"{flag}: is the current folder or one of its parents; name a folder of its own")
+    for source in inputs:
+        src = source.resolve()
+        if src == out or out in src.parents:
+            raise UserError(f"{flag}: holds the input {source}; write the output to another folder")
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise UserError(f"{flag}: is a file, not a folder; choose another path")
+        foreign = _written_by_generator(out)
+        if foreign:
+            raise UserError(f"{flag}: exists and was not written by gen_data_fin.py (it holds {foreign[0]!r}); "
+                            "choose a new folder or empty this one yourself")
+        parent = out.parent
+    else:
+        parent = _nearest_existing(out.parent)
+        if not parent.is_dir():
+            raise UserError(f"{flag}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise EnvironmentFailure(f"{flag}: cannot write in {parent} (permission denied or read-only)")
+
+
 def generate_dataset(
     opts: GenerateOptions, progress: bool | None = None, log: Callable[[str], object] = print
 ) -> dict:
@@ -1146,6 +1197,8 @@ def generate_dataset(
 
     opts.validate()
     out_dir = opts.resolved_output_dir()
+    inputs = [Path(opts.raw_path)] if opts.raw_path is not None else [opts.resolved_raw_dir()]
+    check_output_dir(out_dir, inputs)
     raw_path = resolve_raw_path(opts, progress=progress, log=log)
     t = time.perf_counter()
     raw = read_raw(raw_path, opts.format)
@@ -1249,40 +1302,44 @@ def generate_dataset(
         "python_version": sys.version.split()[0],
     }
 
-    with atomic_dir(out_dir) as tmp:
-        write_vocab(tmp / "vocab.txt", seq.item_original)
-        users_table = np.stack([user_ids.astype(np.int64), seq.user_original], axis=1)
-        write_rows(tmp / "users.txt", [(users_table[:, 0], None), (users_table[:, 1], None)])
-        write_rows(
-            tmp / "item_counts.txt",
-            [(np.arange(1, num_items + 1, dtype=np.int64), None), (seq.counts[1:], None)],
-        )
-        with _tqdm(progress, total=len(instances), desc="writing train.txt", unit="inst") as bar:
+    check_output_dir(out_dir, [raw_path])  # again: the folder may have changed while we worked
+    try:
+        with atomic_dir(out_dir) as tmp:
+            write_vocab(tmp / "vocab.txt", seq.item_original)
+            users_table = np.stack([user_ids.astype(np.int64), seq.user_original], axis=1)
+            write_rows(tmp / "users.txt", [(users_table[:, 0], None), (users_table[:, 1], None)])
             write_rows(
-                tmp / "train.txt",
-                [
-                    (instances.users, None),
-                    (instances.tokens, instances.token_offsets),
-                    (instances.positions, instances.mask_offsets),
-                    (instances.labels, instances.mask_offsets),
-                ],
-                progress=bar.update,
+                tmp / "item_counts.txt",
+                [(np.arange(1, num_items + 1, dtype=np.int64), None), (seq.counts[1:], None)],
             )
-        write_rows(tmp / "train_windows.txt", [(win_users, None), (win_items, win_offsets)])
-        for name, (hist, hist_off, targets, negatives) in eval_sets.items():
-            write_rows(
-                tmp / f"{name}.txt",
-                [
-                    (user_ids, None),
-                    (hist, hist_off),
-                    (targets, None),
-                    (negatives.ravel(), np.arange(0, negatives.size + 1, negatives.shape[1])),
-                ],
-            )
-        lap("write", t)
-        timings["total"] = round(time.perf_counter() - t_start, 3)
-        stats["timings_seconds"] = timings
-        (tmp / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
-        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it 0700; give it the usual permissions
+            with _tqdm(progress, total=len(instances), desc="writing train.txt", unit="inst") as bar:
+                write_rows(
+                    tmp / "train.txt",
+                    [
+                        (instances.users, None),
+                        (instances.tokens, instances.token_offsets),
+                        (instances.positions, instances.mask_offsets),
+                        (instances.labels, instances.mask_offsets),
+                    ],
+                    progress=bar.update,
+                )
+            write_rows(tmp / "train_windows.txt", [(win_users, None), (win_items, win_offsets)])
+            for name, (hist, hist_off, targets, negatives) in eval_sets.items():
+                write_rows(
+                    tmp / f"{name}.txt",
+                    [
+                        (user_ids, None),
+                        (hist, hist_off),
+                        (targets, None),
+                        (negatives.ravel(), np.arange(0, negatives.size + 1, negatives.shape[1])),
+                    ],
+                )
+            lap("write", t)
+            timings["total"] = round(time.perf_counter() - t_start, 3)
+            stats["timings_seconds"] = timings
+            (tmp / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+            tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it 0700; give it the usual permissions
+    except OSError as err:  # disk full, read-only filesystem...: nothing was replaced
+        raise os_failure(err, out_dir) from None
     stats["up_to_date"] = False
     return stats

@@ -42,16 +42,19 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary directory next to ``path``; it replaces ``path`` only if the block succeeds."""
+    """Yield a temporary directory next to ``path``; it replaces ``path`` only if the block succeeds.
+
+    The caller must have made sure ``path`` may be replaced (see ``bert4rec.data.check_output_dir``): its
+    previous content is moved aside under a fresh hidden name and deleted once the new folder is in place.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
         if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            os.replace(target, old)  # an empty directory is replaced by rename
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)
         else:
