@@ -9,6 +9,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from bert4rec.errors import UserError
+
 
 def current_umask() -> int:
     """The process umask (temp files are created 0600/0700; finished outputs get the usual permissions)."""
@@ -61,3 +63,15 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of a file; a missing, unreadable or directory path is a one-line ``UserError``."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file or directory") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, expected a file") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror or err})") from None

@@ -21,7 +21,6 @@ from conftest import GEN_SCRIPT, ML1M_SAS, REPO_ROOT, ratings_text, write_raw
 
 from bert4rec.data import (
     GenerateOptions,
-    Interactions,
     build_sequences,
     detect_format,
     download_file,
@@ -33,6 +32,7 @@ from bert4rec.data import (
     load_windows,
     sample_popular_negatives,
 )
+from bert4rec.data.raw import Interactions
 from bert4rec.errors import UserError
 
 SMALL = dict(max_seq_length=12, dupe_factor=3, max_predictions_per_seq=5, num_negatives=3)
@@ -579,7 +579,7 @@ def test_loaders_missing_file(tmp_path):
 
 
 def test_loader_round_trip_and_line_numbers_across_chunks(tmp_path, monkeypatch):
-    import bert4rec.data as data
+    import bert4rec.data.files as data
 
     monkeypatch.setattr(data, "_PARSE_CHUNK_BYTES", 64)  # many chunks: line numbers must carry over
     lines = [f"{u}\t{' '.join(str(i) for i in range(1, u + 2))}\t{u}\t{u + 1}" for u in range(1, 60)]

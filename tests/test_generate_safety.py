@@ -99,7 +99,7 @@ def test_an_empty_existing_folder_is_used(tmp_path, synthetic, capsys):
 
 def test_disk_full_while_writing_is_one_line_and_keeps_the_previous_output(tmp_path, synthetic, capsys,
                                                                           monkeypatch):
-    import bert4rec.data as data
+    import bert4rec.data.generate as data
 
     raw = write_raw(synthetic, tmp_path / "in", "ml-1m")
     out = tmp_path / "out"
