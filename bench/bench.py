@@ -361,10 +361,14 @@ def sample_batches(sample: dict[str, np.ndarray], steps: int, naive: bool, seed:
 
 
 def _collate(sample: dict[str, np.ndarray], idx: np.ndarray, pad_to: int | None):
-    from bert4rec.batches import collate
+    from bert4rec.instances import TrainInstances
+    from bert4rec.models.bert4rec import collate_masked
 
-    return collate(sample["tokens"], sample["token_offsets"], sample["positions"], sample["labels"],
-                   sample["mask_offsets"], idx, pad_to=pad_to)
+    instances = TrainInstances(users=np.zeros(len(sample["token_offsets"]) - 1, dtype=np.int32),
+                               tokens=sample["tokens"], token_offsets=sample["token_offsets"],
+                               positions=sample["positions"], labels=sample["labels"],
+                               mask_offsets=sample["mask_offsets"])
+    return collate_masked(instances, idx, pad_to=pad_to)
 
 
 def timed_loop(batches: list[np.ndarray], warmup: int, step) -> dict:
@@ -425,12 +429,11 @@ def fused_in_use(model) -> bool | None:
 def job_train_ours(config: str, spec: dict, ctx: dict) -> dict:
     import paddle
 
-    from bert4rec.bert4rec import BERT4Rec
-    from bert4rec.config import load_config
+    from bert4rec.models import build_model, load_config
     from bert4rec.train import TrainOptions, learning_rate, make_optimizer, train_step
 
     paddle.seed(SEED)
-    model = BERT4Rec(load_config(CONFIGS[config]))  # default: fused kernels when available
+    model = build_model(load_config(CONFIGS[config]))  # default: fused kernels when available
     model.train()
     data = ctx["data_dir"]
     opts = TrainOptions(config_path=CONFIGS[config], train_path=data / "train.txt", valid_path=None,
@@ -527,17 +530,16 @@ def job_train_naive(config: str, spec: dict, ctx: dict) -> dict:
 def job_eval(spec: dict, ctx: dict) -> dict:
     import paddle
 
-    from bert4rec.bert4rec import BERT4Rec
-    from bert4rec.config import load_config
     from bert4rec.data import load_eval_set, load_vocab
-    from bert4rec.evaluate import bert4rec_scorer, evaluate
+    from bert4rec.evaluate import evaluate
+    from bert4rec.models import build_model, load_config
 
     paddle.seed(SEED)
-    model = BERT4Rec(load_config(CONFIGS["64"]))
+    model = build_model(load_config(CONFIGS["64"]), max_len=MAX_LEN)
     model.eval()
     vocab = load_vocab(ctx["data_dir"] / "vocab.txt")
     test = load_eval_set(ctx["data_dir"] / "test.txt")
-    scorer = bert4rec_scorer(model, vocab.mask_id, vocab.num_items, MAX_LEN)
+    scorer = model.predict
     start = time.perf_counter()
     offsets = test.history_offsets
     scorer([test.history[offsets[i]:offsets[i + 1]] for i in range(min(16, len(test)))])  # kernels, MKL warm
@@ -684,9 +686,9 @@ def resolve_data(args, work: Path) -> tuple[Path, dict]:
 
 def check_vocab(data_dir: Path) -> None:
     """The configs are for ML-1M (3,420 tokens); another dataset would fail inside the children."""
-    from bert4rec.config import load_config
     from bert4rec.data import load_vocab
     from bert4rec.errors import UserError
+    from bert4rec.models import load_config
 
     size = load_vocab(data_dir / "vocab.txt").size
     for name, path in CONFIGS.items():

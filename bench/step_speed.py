@@ -42,8 +42,7 @@ def measure(config_name: str, length: int, mode: str, batch: int, steps: int, wa
     import numpy as np
     import paddle
 
-    from bert4rec.bert4rec import BERT4Rec
-    from bert4rec.config import BertConfig
+    from bert4rec.models.bert4rec import BERT4Rec, BERT4RecConfig
 
     paddle.set_device("cpu")
     if mode == "plain+alloc":
@@ -51,7 +50,7 @@ def measure(config_name: str, length: int, mode: str, batch: int, steps: int, wa
 
         configure_allocator()
     paddle.seed(0)
-    config = BertConfig(vocab_size=3420, num_hidden_layers=2, max_position_embeddings=200,
+    config = BERT4RecConfig(vocab_size=3420, num_hidden_layers=2, max_position_embeddings=200,
                         attention_probs_dropout_prob=0.2, **CONFIGS[config_name])
     model = BERT4Rec(config, mode.split("+")[0])
     model.train()

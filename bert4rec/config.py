@@ -1,108 +1,182 @@
-"""Typed configuration: the model (``BertConfig``, from the JSON files in ``bert_train/``) and a training run
-(``TrainOptions``, whose defaults are the measured 1-hour ML-1M recipe; ``trainrec.py`` reads them from here).
+"""Typed configuration: a model's config (``ModelConfig``, from the JSON files in ``bert_train/``) and a training
+run (``TrainOptions``, whose defaults are the measured 1-hour ML-1M recipe; ``trainrec.py`` reads them from here).
 
-The JSON keys are those of the original BERT4Rec ``bert_config_*.json`` files, so a config from the original
-release loads unchanged (``type_vocab_size`` is accepted and ignored: BERT4Rec has no segments). Unknown keys,
-missing keys and out-of-range values are rejected with one line naming the file and key.
+A JSON config names its model (``"model": "SASRec"``; without the key it is BERT4Rec, so every config of the
+original release loads unchanged). Keys follow the original BERT4Rec configs for every model (``hidden_size``,
+``num_hidden_layers``, ``num_attention_heads``, ``intermediate_size``, ``hidden_dropout_prob``,
+``attention_probs_dropout_prob``, ...); RecBole's names are accepted as aliases (``n_layers``, ``n_heads``,
+``inner_size``, ``attn_dropout_prob``, ``loss_type``, ...) so RecBole users' configs and tuning files work.
+``"vocab_size": "auto"`` (the default) takes the vocabulary size from the generated ``vocab.txt``; a number is
+checked against it. Unknown keys, missing keys and out-of-range values are rejected with one line naming the file
+and key. Each model module defines its config as a frozen dataclass derived from ``ModelConfig``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from bert4rec.errors import UserError
 
-ACTIVATIONS = ("gelu", "gelu_exact", "relu")
-IGNORED_KEYS = ("type_vocab_size",)
+DEFAULT_MODEL = "BERT4Rec"
+AUTO = "auto"
+# RecBole's config names -> ours (one vocabulary for every model)
+ALIASES = {
+    "n_layers": "num_hidden_layers",
+    "n_heads": "num_attention_heads",
+    "inner_size": "intermediate_size",
+    "attn_dropout_prob": "attention_probs_dropout_prob",
+    "loss_type": "loss",
+    "MAX_ITEM_LIST_LENGTH": "max_position_embeddings",
+    "train_neg_sample_num": "num_negatives",
+}
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
-class BertConfig:
-    vocab_size: int
-    hidden_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    intermediate_size: int
-    max_position_embeddings: int
-    hidden_act: str = "gelu"
-    hidden_dropout_prob: float = 0.2
-    attention_probs_dropout_prob: float = 0.2
-    initializer_range: float = 0.02
+class ModelConfig:
+    """What every model config has: its model name (class-level) and the vocabulary size."""
+
+    MODEL: ClassVar[str] = ""
+    REQUIRED: ClassVar[tuple[str, ...]] = ()  # keys a JSON config must give although they have defaults
+    IGNORED: ClassVar[tuple[str, ...]] = ()   # keys accepted and dropped (e.g. BERT's type_vocab_size)
+    LOWERCASE: ClassVar[tuple[str, ...]] = ()  # string values compared case-insensitively (RecBole: "CE")
+
+    vocab_size: int | str = AUTO
 
     def __post_init__(self) -> None:
         problem = self.problem()
         if problem:
             raise ValueError(problem)
 
-    def problem(self) -> str | None:
-        """The first thing wrong with this config, as ``key: reason``, or None."""
-        for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                    "intermediate_size", "max_position_embeddings"):
+    # --- validation helpers for subclasses: each returns ``key: reason`` or None
+    def _positive_ints(self, *keys: str) -> str | None:
+        for key in keys:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 return f"{key}: must be a positive integer, got {value!r}"
-        if self.vocab_size < 3:
-            return f"vocab_size: must be at least 3 ([PAD], one item, [MASK]), got {self.vocab_size}"
-        if self.max_position_embeddings < 2:
-            return f"max_position_embeddings: must be at least 2, got {self.max_position_embeddings}"
-        if self.hidden_size % self.num_attention_heads:
-            return (f"hidden_size: {self.hidden_size} is not divisible by num_attention_heads "
-                    f"{self.num_attention_heads}")
-        if self.hidden_act not in ACTIVATIONS:
-            return f"hidden_act: must be one of {', '.join(ACTIVATIONS)}, got {self.hidden_act!r}"
-        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        return None
+
+    def _fractions(self, *keys: str) -> str | None:
+        for key in keys:
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
+            if not _is_number(value) or not 0.0 <= value < 1.0:
                 return f"{key}: must be a number in [0, 1), got {value!r}"
-        value = self.initializer_range
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            return f"initializer_range: must be a positive number, got {value!r}"
+        return None
+
+    def _positive_numbers(self, *keys: str) -> str | None:
+        for key in keys:
+            value = getattr(self, key)
+            if not _is_number(value) or not value > 0:
+                return f"{key}: must be a positive number, got {value!r}"
+        return None
+
+    def _choice(self, key: str, options: tuple[str, ...]) -> str | None:
+        value = getattr(self, key)
+        if value not in options:
+            return f"{key}: must be one of {', '.join(options)}, got {value!r}"
+        return None
+
+    def problem(self) -> str | None:
+        """The first thing wrong with this config, as ``key: reason``, or None."""
+        if self.vocab_size == AUTO:
+            return None
+        if isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int) or self.vocab_size < 3:
+            return f"vocab_size: must be \"auto\" or an integer >= 3 ([PAD], one item, [MASK]), got {self.vocab_size!r}"
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {"model": self.MODEL, **asdict(self)}
+
+    def with_vocab(self, size: int, source: str, vocab_path: str) -> ModelConfig:
+        """This config with ``vocab_size`` resolved from the data (``auto``) or checked against it."""
+        if self.vocab_size == AUTO:
+            return dataclasses.replace(self, vocab_size=size)
+        if self.vocab_size != size:
+            raise UserError(f"{source}: vocab_size is {self.vocab_size} but {vocab_path} has {size} tokens; "
+                            f"set \"vocab_size\": {size} or \"auto\"")
+        return self
+
+    def check_run(self, max_len: int, source: str) -> None:
+        """Raise ``UserError`` when the run's ``--MAX_LEN`` cannot work with this config (default: anything goes)."""
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "config") -> BertConfig:
-        """Build a config from a dict, rejecting unknown/missing keys and bad values (UserError)."""
-        if not isinstance(raw, dict):
-            raise UserError(f"{source}: expected a JSON object, got {type(raw).__name__}")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - set(fields) - set(IGNORED_KEYS))
-        if unknown:
-            raise UserError(f"{source}: unknown key {unknown[0]!r} (known: {', '.join(sorted(fields))})")
-        required = [n for n, f in fields.items() if f.default is dataclasses.MISSING]
-        missing = [n for n in required if n not in raw]
+    def from_dict(cls, raw: dict[str, Any], source: str = "config") -> ModelConfig:
+        """Build a config from a JSON object (``model`` key already checked), rejecting unknown/missing keys and
+        bad values with a UserError naming ``source`` and the key."""
+        names = {f.name for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key == "model" or key in cls.IGNORED:
+                continue
+            name = ALIASES.get(key, key)
+            if name not in names:
+                known = ", ".join(sorted(names | {"model"}))
+                raise UserError(f"{source}: unknown key {key!r} for {cls.MODEL} (known: {known})")
+            if name in values:
+                raise UserError(f"{source}: {key!r} and another spelling of {name!r} are both given")
+            values[name] = value.lower() if name in cls.LOWERCASE and isinstance(value, str) else value
+        missing = [key for key in cls.REQUIRED if key not in values]
         if missing:
             raise UserError(f"{source}: missing key {missing[0]!r}")
-        values = {k: v for k, v in raw.items() if k in fields}
         try:
             return cls(**values)
         except ValueError as err:
             raise UserError(f"{source}: {err}") from None
 
 
-def load_config(path: str | Path) -> BertConfig:
-    """Read a JSON model config; every problem is a one-line UserError naming the file."""
+def read_config_json(path: str | Path) -> dict[str, Any]:
+    """A JSON object from a config file; every problem is a one-line UserError naming the file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise UserError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, expected a JSON config file") from None
     except OSError as err:
         raise UserError(f"{path}: cannot read config ({err.strerror})") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise UserError(f"{path}: {len(data):,} bytes is too large for a config file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x}); save the config as UTF-8") \
+            from None
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as err:
         raise UserError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
-    return BertConfig.from_dict(raw, source=str(path))
+    except RecursionError:
+        raise UserError(f"{path}: JSON nested too deeply for a config") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+    return raw
+
+
+def model_name(raw: dict[str, Any], source: str, known: tuple[str, ...]) -> str:
+    """The model a config names (``BERT4Rec`` when it names none)."""
+    name = raw.get("model", DEFAULT_MODEL)
+    if name not in known:
+        raise UserError(f"{source}: model must be one of {', '.join(known)}, got {name!r}")
+    return name
 
 
 DEFAULT_TRAIN_STEPS = 12000  # the measured ML-1M recipe (README): under an hour on 2 CPU cores
+
+
+def for_model(model: str, flag: str, default: Any) -> Any:
+    """A ``TrainOptions`` field that only one model reads (``flag`` names it in messages)."""
+    return field(default=default, metadata={"model": model, "flag": flag})
 
 
 @dataclass
@@ -128,10 +202,11 @@ class TrainOptions:
     eval_every: int = 500
     patience: int = 10
     eval_batch_size: int = 256
-    masking: str = "dynamic"          # dynamic: re-mask windows every epoch; fixed: the instances in train.txt
-    masked_lm_prob: float = 0.2       # dynamic masking only
-    max_predictions: int = 40         # dynamic masking only
-    mask_last_prob: float = 0.5       # dynamic masking only: chance a window's last item is always masked
+    # BERT4Rec's masking: dynamic re-masks the windows every epoch; fixed reads the instances of train.txt
+    masking: str = for_model("BERT4Rec", "--MASKING", "dynamic")
+    masked_lm_prob: float = for_model("BERT4Rec", "--MASKED_LM_PROB", 0.2)    # dynamic masking only
+    max_predictions: int = for_model("BERT4Rec", "--MAX_PREDICTIONS", 40)     # dynamic masking only
+    mask_last_prob: float = for_model("BERT4Rec", "--MASK_LAST_PROB", 0.5)    # chance a window's last item is masked
     bucket: bool = True
     clip_norm: float = 5.0
     max_minutes: float | None = None
@@ -141,3 +216,11 @@ class TrainOptions:
 
     def to_json(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+    def model_specific_problem(self, model: str) -> str | None:
+        """A flag set away from its default that the chosen model does not read (e.g. --MASKING for SASRec)."""
+        for f in fields(self):
+            owner = f.metadata.get("model")
+            if owner and owner != model and getattr(self, f.name) != f.default:
+                return f"{f.metadata['flag']} applies to {owner} only, not to {model}"
+        return None

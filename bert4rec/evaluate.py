@@ -5,8 +5,7 @@ Two protocols over the leave-one-out validation/test sets written by ``gen_data_
 - FULL: the target against every item, the user's history excluded (the stricter, now-standard protocol).
 
 A model plugs in through a *scorer*: a function from a batch of user histories to [B, num_items + 1] scores
-indexed by item id (column 0, padding, is ignored). BERT4Rec's scorer appends ``[MASK]`` to the history and
-reads the logits at that position; other models (SASRec, GRU4Rec) only need their own scorer.
+indexed by item id (column 0, padding, is ignored) -- every model's ``predict`` (``bert4rec.models.base``).
 """
 
 from __future__ import annotations
@@ -15,38 +14,10 @@ import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import paddle
 
 from bert4rec.metrics import FULL_METRICS, POP100_METRICS, metrics_from_ranks, target_ranks
 
 Scorer = Callable[[Sequence[np.ndarray]], np.ndarray]
-
-
-def bert4rec_scorer(model, mask_id: int, num_items: int, max_len: int) -> Scorer:
-    """Scores for the next item: history[-(max_len-1):] + [MASK], logits read at the [MASK] position."""
-
-    def score(histories: Sequence[np.ndarray]) -> np.ndarray:
-        inputs = [np.append(np.asarray(h[-(max_len - 1):], dtype=np.int64), mask_id) for h in histories]
-        width = max(len(x) for x in inputs)
-        batch = np.zeros((len(inputs), width), dtype=np.int64)
-        for row, x in enumerate(inputs):
-            batch[row, : len(x)] = x
-        last = np.array([row * width + len(x) - 1 for row, x in enumerate(inputs)], dtype=np.int64)
-        with paddle.no_grad():
-            logits = model(paddle.to_tensor(batch), paddle.to_tensor(last))
-        return logits.numpy()[:, : num_items + 1]
-
-    return score
-
-
-def popularity_scorer(item_counts: np.ndarray) -> Scorer:
-    """The baseline every model must beat: score = training popularity, the same for every user."""
-    scores = np.asarray(item_counts, dtype=np.float32)
-
-    def score(histories: Sequence[np.ndarray]) -> np.ndarray:
-        return np.broadcast_to(scores, (len(histories), len(scores)))
-
-    return score
 
 
 def rank_targets(scorer: Scorer, histories: Sequence[np.ndarray], targets: np.ndarray,

@@ -1,11 +1,11 @@
 """CPU kernels compiled on first use (``bert4rec/csrc``), with a pure-Paddle fallback in the model.
 
 Paddle's CPU elementwise kernels are single-threaded and make one memory pass per op, which dominates a
-BERT4Rec training step on CPU (the matrix products are fine: MKL). These custom ops fuse each group of
+transformer training step on CPU (the matrix products are fine: MKL). These custom ops fuse each group of
 elementwise work into one multi-threaded pass forward and one backward:
 
-- ``fused_attention``: qkv bias + scores + padding mask + softmax + dropout + context, per (sequence, head)
-  in cache-sized tiles, skipping padding entirely;
+- ``fused_attention``: qkv bias + scores + padding (and optionally causal) mask + softmax + dropout + context,
+  per (sequence, head) in cache-sized tiles, skipping padding entirely;
 - ``bias_act`` (``bias_gelu``): act(x + b), the FFN input;
 - ``bias_dropout_residual_layernorm``: LayerNorm(residual + dropout(x + b)), the end of each sub-layer;
 - ``embedding_layernorm_dropout``: dropout(LayerNorm(item + position)), the input embeddings;
@@ -157,10 +157,13 @@ def _p(dropout: float, training: bool) -> float:
 
 
 def fused_attention(qkv: paddle.Tensor, bias: paddle.Tensor, lengths: paddle.Tensor, num_heads: int,
-                    dropout: float, training: bool) -> paddle.Tensor:
-    """[B, L, 3H] projections (no bias) + [3H] bias + [B] real lengths -> [B, L, H] context (0 at padding)."""
+                    dropout: float, training: bool, causal: bool = False) -> paddle.Tensor:
+    """[B, L, 3H] projections (no bias) + [3H] bias + [B] real lengths -> [B, L, H] context (0 at padding).
+
+    ``causal``: position i attends to positions <= i only (SASRec); otherwise to every real position (BERT4Rec).
+    """
     p = _p(dropout, training)
-    out, _lse = _load().bert4rec_fused_attention(qkv, bias, lengths, _seed(p), p, int(num_heads))
+    out, _lse = _load().bert4rec_fused_attention(qkv, bias, lengths, _seed(p), p, int(num_heads), bool(causal))
     return out
 
 

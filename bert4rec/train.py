@@ -1,18 +1,21 @@
-"""Training: masked-item training of BERT4Rec, validation-based model selection, one final test.
+"""The trainer, written once for every model (``bert4rec.models``): select on validation, test once.
 
 The flow of ``train(opts)``:
-1. load the model config and the files written by ``bert_train/gen_data_fin.py`` (vocabulary, training
-   instances or windows, validation and test sets) and check they fit together;
-2. AdamW (decoupled weight decay, none on LayerNorm weights and biases), linear warmup then linear decay,
-   global gradient-norm clipping;
-3. every ``eval_every`` steps: FULL and POP100 metrics on the *validation* set, a checkpoint (``last``, and
-   ``best`` when validation FULL NDCG@10 improved), an event-log line and a refreshed plot; stop early after
-   ``patience`` evaluations without improvement;
-4. the best checkpoint (or, with ``--holdout test`` data and no validation set, the final weights) is scored on
-   the *test* set exactly once; ``results.json`` records everything.
+1. check the flags, load the model config (its ``"model"`` picks the module) and the files written by
+   ``bert_train/gen_data_fin.py`` (vocabulary, shared training windows, validation and test sets), every item id
+   checked against the vocabulary;
+2. the model turns the training data into batches (``model.training_batches``) and gives the loss of a batch
+   (``model(batch)``); AdamW (decoupled weight decay, none on LayerNorm weights and biases), linear warmup then
+   linear decay, global gradient-norm clipping; data-parallel under ``paddle.distributed.launch``;
+3. every ``eval_every`` steps: FULL and POP100 metrics on the *validation* set through ``model.predict``, a
+   checkpoint (``last``, and ``best`` when validation FULL NDCG@10 improved), an event-log line and a refreshed
+   plot; stop early after ``patience`` evaluations without improvement;
+4. the best checkpoint (or, with ``--holdout test`` data and no validation set, the final weights) is scored on the
+   *test* set exactly once; ``results.json`` records everything.
 
-Nothing about the test set is ever looked at before step 4. Training is resumable: a checkpoint holds the
-position in the epoch, so resuming replays exactly the batches and dropout masks an uninterrupted run would.
+A model without gradient training (MostPop) is fitted in step 2 and goes straight to 3 and 4. Nothing about the
+test set is looked at before step 4. Training is resumable: a checkpoint holds the position in the epoch, so
+resuming replays exactly the batches and dropout masks an uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -28,21 +31,18 @@ import numpy as np
 import paddle
 from tqdm import tqdm
 
-from bert4rec.batches import collate, epoch_batches
-from bert4rec.bert4rec import BERT4Rec
+from bert4rec.batches import epoch_batches
 from bert4rec.checkpoint import load_checkpoint, restore, save_checkpoint
-from bert4rec.config import DEFAULT_TRAIN_STEPS, BertConfig, TrainOptions, load_config
-from bert4rec.data import EvalSet, Vocab, load_eval_set, load_train_instances, load_vocab, load_windows
+from bert4rec.config import DEFAULT_TRAIN_STEPS, ModelConfig, TrainOptions
+from bert4rec.data.dataset import TrainingData, load_training_data
 from bert4rec.errors import UserError
-from bert4rec.evaluate import bert4rec_scorer, evaluate
-from bert4rec.fileio import atomic_path, atomic_write_text
-from bert4rec.instances import TrainInstances, mask_windows
+from bert4rec.evaluate import evaluate
+from bert4rec.fileio import atomic_write_text
+from bert4rec.models import SequentialRecommender, build_model, config_from_dict, load_config
+from bert4rec.reporting import EventLog, results_table
 
 SELECT_METRIC = ("full", "NDCG@10")
 GENERATE_HINT = "(generate the data with `cd bert_train && python gen_data_fin.py`)"
-# BERT4Rec paper, Table 2, ML-1m row (POP100 protocol: 100 popularity-sampled negatives)
-ML1M_ITEMS = 3416
-PAPER_ML1M_POP100 = {"HR@1": 0.2863, "HR@5": 0.5876, "HR@10": 0.6970, "NDCG@10": 0.4818, "MRR": 0.4254}
 
 
 @dataclass
@@ -58,68 +58,6 @@ class TrainState:
     train_seconds: float = 0.0
     sequences: int = 0
     finished: bool = False
-
-
-# ------------------------------------------------------------------------------------------------ data
-
-
-@dataclass
-class TrainingData:
-    vocab: Vocab
-    instances: TrainInstances | None      # fixed masking
-    windows: tuple | None                 # dynamic masking: (users, items, offsets)
-    valid: EvalSet | None
-    test: EvalSet
-
-    @property
-    def num_instances(self) -> int:
-        """Training sequences per epoch: fixed instances, or windows (each masked once per epoch)."""
-        return len(self.instances) if self.instances is not None else len(self.windows[0])
-
-    def epoch_instances(self, opts: TrainOptions, epoch: int) -> TrainInstances:
-        """The instances of one epoch: the fixed file, or every window freshly masked from (seed, epoch)."""
-        if self.instances is not None:
-            return self.instances
-        users, items, offsets = self.windows
-        rng = np.random.default_rng([opts.seed, epoch, 1])
-        tokens, positions, labels, mask_offsets = mask_windows(
-            items, offsets, rng, masked_lm_prob=opts.masked_lm_prob, max_predictions=opts.max_predictions,
-            mask_prob=1.0, mask_id=self.vocab.mask_id, num_items=self.vocab.num_items,
-            mask_last_prob=opts.mask_last_prob)
-        return TrainInstances(users=users, tokens=tokens, token_offsets=np.asarray(offsets, dtype=np.int64),
-                              positions=positions, labels=labels, mask_offsets=mask_offsets)
-
-
-def load_training_data(opts: TrainOptions, config: BertConfig) -> TrainingData:
-    """Read and cross-check the generated files; every mismatch is a one-line UserError."""
-    vocab = load_vocab(opts.vocab_path)
-    if config.vocab_size != vocab.size:
-        raise UserError(f"{opts.config_path}: vocab_size is {config.vocab_size} but {opts.vocab_path} has "
-                        f"{vocab.size} tokens; set \"vocab_size\": {vocab.size}")
-    if opts.max_len > config.max_position_embeddings:
-        raise UserError(f"--MAX_LEN {opts.max_len} exceeds max_position_embeddings "
-                        f"{config.max_position_embeddings} in {opts.config_path}")
-    instances = windows = None
-    if opts.masking == "fixed":
-        instances = load_train_instances(opts.train_path)
-        longest = int(instances.lengths.max()) if len(instances) else 0
-        if len(instances) == 0:
-            raise UserError(f"{opts.train_path}: no training instances")
-    else:
-        windows_path = opts.train_path.with_name("train_windows.txt")
-        windows = load_windows(windows_path)
-        longest = int(np.diff(windows[2]).max()) if len(windows[0]) else 0
-        if len(windows[0]) == 0:
-            raise UserError(f"{windows_path}: no training windows")
-    if longest > opts.max_len:
-        raise UserError(f"{opts.train_path}: instances of length {longest} exceed --MAX_LEN {opts.max_len} "
-                        "(regenerate with a smaller --max_seq_length or raise --MAX_LEN)")
-    valid = load_eval_set(opts.valid_path) if opts.valid_path is not None else None
-    test = load_eval_set(opts.test_path)
-    for name, eval_set in (("validation", valid), ("test", test)):
-        if eval_set is not None and len(eval_set) and int(eval_set.targets.max()) > vocab.num_items:
-            raise UserError(f"{name} set has item ids beyond the vocabulary ({vocab.num_items} items)")
-    return TrainingData(vocab, instances, windows, valid, test)
 
 
 # ------------------------------------------------------------------------------------------- optimiser
@@ -142,8 +80,8 @@ def make_optimizer(model: paddle.nn.Layer, opts: TrainOptions) -> paddle.optimiz
         apply_decay_param_fun=lambda name: name not in no_decay)
 
 
-def total_steps_for(opts: TrainOptions, num_instances: int) -> int:
-    per_epoch = math.ceil(num_instances / opts.batch_size)
+def total_steps_for(opts: TrainOptions, num_examples: int) -> int:
+    per_epoch = math.ceil(num_examples / opts.batch_size)
     if opts.num_train_steps is not None:
         return opts.num_train_steps
     if opts.epochs is None:
@@ -151,77 +89,17 @@ def total_steps_for(opts: TrainOptions, num_instances: int) -> int:
     return max(1, math.ceil(opts.epochs * per_epoch))
 
 
-# ------------------------------------------------------------------------------------------- reporting
+def train_step(net, optimizer, batch, lr: float) -> float:
+    """One optimisation step on one batch (``net``: a model or its DataParallel wrapper); returns the loss."""
+    optimizer.set_lr(lr)
+    loss = net(batch)
+    loss.backward()
+    optimizer.step()
+    optimizer.clear_grad()
+    return float(loss)
 
 
-class EventLog:
-    """JSON-lines event log plus a PNG of the curves, both in the checkpoint directory (rank 0 only)."""
-
-    def __init__(self, directory: Path, enabled: bool) -> None:
-        self.path = directory / "events.jsonl"
-        self.plot_path = directory / "training.png"
-        self.enabled = enabled
-
-    def write(self, event: dict) -> None:
-        if self.enabled:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(event) + "\n")
-
-    def events(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line]
-
-    def plot(self) -> None:
-        if self.enabled:
-            plot_training_curves(self.events(), self.plot_path)
-
-
-def plot_training_curves(events: list[dict], path: Path) -> None:
-    """Training loss and validation FULL NDCG@10 / POP100 HR@10 against steps and wall time."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    train = [e for e in events if e.get("event") == "train"]
-    valid = [e for e in events if e.get("event") == "valid" and "full" in e]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
-    for col, xkey, xlabel in ((0, "step", "step"), (1, "minutes", "training wall time (min)")):
-        ax = axes[0][col]
-        ax.plot([e[xkey] for e in train], [e["loss"] for e in train], lw=0.8)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("training loss")
-        ax.grid(alpha=0.3)
-        ax = axes[1][col]
-        ax.plot([e[xkey] for e in valid], [e["full"]["NDCG@10"] for e in valid], "o-", label="FULL NDCG@10")
-        ax.plot([e[xkey] for e in valid], [e["full"]["HR@10"] for e in valid], "s-", label="FULL HR@10")
-        ax.plot([e[xkey] for e in valid], [e["pop100"]["HR@10"] for e in valid], "^-", label="POP100 HR@10")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("validation")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
-
-
-def results_table(test: dict, num_items: int) -> str:
-    """Test metrics, next to the paper's ML-1M row (POP100 protocol) when the data is ML-1M (3,416 items)."""
-    with_paper = num_items == ML1M_ITEMS
-
-    def cell(value: float | None, width: int = 10) -> str:
-        return f"{value:>{width}.4f}" if value is not None else f"{'-':>{width}}"
-
-    lines = [f"{'metric':<14}{'POP100':>10}{'paper ML-1m' if with_paper else '':>12}{'FULL':>10}"]
-    for name in ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR", "Recall@10", "Precision@10"):
-        paper = cell(PAPER_ML1M_POP100.get(name), 12) if with_paper else " " * 12
-        lines.append(f"{name:<14}{cell(test['pop100'].get(name))}{paper}{cell(test['full'].get(name))}")
-    return "\n".join(lines)
-
-
-# -------------------------------------------------------------------------------------------- training
+# --------------------------------------------------------------------------------------------- set-up
 
 
 class StopFlag:
@@ -268,40 +146,71 @@ def setup_device(device: str) -> tuple[int, int]:
     return 0, 1
 
 
-def validate_options(opts: TrainOptions) -> BertConfig:
-    """Check flags, then the model config, then that the data files exist; returns the config."""
+def option_problems(opts: TrainOptions) -> list[str]:
+    """Every flag out of range, as messages naming the flag."""
+    def finite(x) -> bool:
+        return isinstance(x, int | float) and math.isfinite(x)
+
     checks = [
         (opts.batch_size >= 1, f"--BATCH_SIZE must be >= 1, got {opts.batch_size}"),
-        (opts.lr > 0, f"--LR_RATE must be > 0, got {opts.lr}"),
+        (finite(opts.lr) and opts.lr > 0, f"--LR_RATE must be > 0, got {opts.lr}"),
         (opts.warmup_steps >= 0, f"--WARMUP_STEPS must be >= 0, got {opts.warmup_steps}"),
-        (opts.weight_decay >= 0, f"--WEIGHT_DECAY must be >= 0, got {opts.weight_decay}"),
+        (finite(opts.weight_decay) and opts.weight_decay >= 0, f"--WEIGHT_DECAY must be >= 0, got {opts.weight_decay}"),
         (opts.max_len >= 2, f"--MAX_LEN must be >= 2, got {opts.max_len}"),
         (opts.num_train_steps is None or opts.num_train_steps >= 1,
          f"--NUM_TRAIN_STEPS must be >= 1, got {opts.num_train_steps}"),
-        (opts.epochs is None or opts.epochs > 0, f"--EPOCHS must be > 0, got {opts.epochs}"),
+        (opts.epochs is None or (finite(opts.epochs) and opts.epochs > 0),
+         f"--EPOCHS must be a finite number > 0, got {opts.epochs}"),
         (opts.eval_every >= 1, f"--EVAL_EVERY must be >= 1, got {opts.eval_every}"),
         (opts.patience >= 1, f"--PATIENCE must be >= 1, got {opts.patience}"),
+        (opts.eval_batch_size >= 1, f"--EVAL_BATCH_SIZE must be >= 1, got {opts.eval_batch_size}"),
+        (0 <= opts.seed < 2**32, f"--SEED must be in [0, 2^32), got {opts.seed}"),
         (opts.masking in ("fixed", "dynamic"), f"--MASKING must be fixed or dynamic, got {opts.masking!r}"),
-        (0 < opts.masked_lm_prob <= 1, f"--MASKED_LM_PROB must be in (0, 1], got {opts.masked_lm_prob}"),
+        (finite(opts.masked_lm_prob) and 0 < opts.masked_lm_prob <= 1,
+         f"--MASKED_LM_PROB must be in (0, 1], got {opts.masked_lm_prob}"),
         (opts.max_predictions >= 1, f"--MAX_PREDICTIONS must be >= 1, got {opts.max_predictions}"),
-        (0 <= opts.mask_last_prob <= 1, f"--MASK_LAST_PROB must be in [0, 1], got {opts.mask_last_prob}"),
-        (opts.clip_norm > 0, f"--CLIP_NORM must be > 0, got {opts.clip_norm}"),
-        (opts.max_minutes is None or opts.max_minutes > 0, f"--MAX_MINUTES must be > 0, got {opts.max_minutes}"),
+        (finite(opts.mask_last_prob) and 0 <= opts.mask_last_prob <= 1,
+         f"--MASK_LAST_PROB must be in [0, 1], got {opts.mask_last_prob}"),
+        (finite(opts.clip_norm) and opts.clip_norm > 0, f"--CLIP_NORM must be > 0, got {opts.clip_norm}"),
+        (opts.max_minutes is None or (finite(opts.max_minutes) and opts.max_minutes > 0),
+         f"--MAX_MINUTES must be a finite number > 0, got {opts.max_minutes}"),
         (opts.kernels in ("auto", "fused", "plain"), "--KERNELS must be auto, fused or plain"),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise UserError(message)
+    return [message for ok, message in checks if not ok]
+
+
+def validate_options(opts: TrainOptions) -> ModelConfig:
+    """Check flags, then the model config, then that the data files exist; returns the config."""
+    problems = option_problems(opts)
+    if problems:
+        raise UserError(problems[0])
     config = load_config(opts.config_path)
-    for flag, path in (("--VOCAB_PATH", opts.vocab_path), ("--TEST_DATA_DIR", opts.test_path)):
+    problem = opts.model_specific_problem(config.MODEL)
+    if problem:
+        raise UserError(problem)
+    windows = opts.train_path.with_name("train_windows.txt")
+    required = [("--VOCAB_PATH", opts.vocab_path), ("--TEST_DATA_DIR", opts.test_path),
+                ("--TRAIN_DATA_DIR", windows)]
+    if opts.masking == "fixed" and config.MODEL == "BERT4Rec":
+        required.append(("--TRAIN_DATA_DIR", opts.train_path))
+    for flag, path in required:
         if not Path(path).is_file():
             raise UserError(f"{flag} {path}: file not found {GENERATE_HINT}")
-    train_file = opts.train_path if opts.masking == "fixed" else opts.train_path.with_name("train_windows.txt")
-    if not train_file.is_file():
-        raise UserError(f"--TRAIN_DATA_DIR {train_file}: file not found {GENERATE_HINT}")
     if opts.valid_path is not None and not Path(opts.valid_path).is_file():
         raise UserError(f"--VALIDATION_DATA_DIR {opts.valid_path}: file not found")
     return config
+
+
+def resume(opts: TrainOptions, model: SequentialRecommender, optimizer, config: ModelConfig) -> TrainState:
+    """The trainer state of ``--INIT_CHECKPOINT``, its weights and optimizer state loaded into ``model``."""
+    payload = load_checkpoint(opts.init_checkpoint)
+    if config_from_dict(payload["config"], str(opts.init_checkpoint)) != config:
+        raise UserError(f"{opts.init_checkpoint}: checkpoint was trained with a different model config than "
+                        f"{opts.config_path}")
+    return TrainState(**restore(payload, model, optimizer))
+
+
+# -------------------------------------------------------------------------------------------- training
 
 
 def train(opts: TrainOptions) -> dict:
@@ -309,34 +218,30 @@ def train(opts: TrainOptions) -> dict:
     config = validate_options(opts)
     rank, world = setup_device(opts.device)
     is_main = rank == 0
-    data = load_training_data(opts, config)
+    data = load_training_data(opts.vocab_path, opts.train_path, opts.valid_path, opts.test_path, opts.max_len)
+    config = config.with_vocab(data.vocab.size, str(opts.config_path), str(opts.vocab_path))
+    config.check_run(opts.max_len, str(opts.config_path))
+    paddle.seed(opts.seed)
+    model = build_model(config, kernels=opts.kernels, max_len=opts.max_len)
+    batches = model.training_batches(data, opts) if model.trainable else None
+    description = model.describe()  # builds the fused kernels once, before any timing
     opts.checkpoints.mkdir(parents=True, exist_ok=True)
     log = EventLog(opts.checkpoints, enabled=is_main)
-
-    paddle.seed(opts.seed)
-    model = BERT4Rec(config, kernels=opts.kernels)
-    kernels = "fused CPU kernels" if model.uses_kernels() else "plain Paddle ops"  # builds them once, untimed
     if is_main:
-        print(f"model: {config.hidden_size} hidden, {config.num_hidden_layers} layers, {kernels}, "
-              f"{sum(int(p.size) for p in model.parameters()):,} parameters")
-    optimizer = make_optimizer(model, opts)
+        print(f"model: {config.MODEL}, {description}")
+    optimizer = make_optimizer(model, opts) if model.trainable else None
     state = TrainState()
     if opts.init_checkpoint is not None:
-        payload = load_checkpoint(opts.init_checkpoint)
-        if payload["config"] != config.to_dict():
-            raise UserError(f"{opts.init_checkpoint}: checkpoint was trained with a different model config "
-                            f"than {opts.config_path}")
-        state = TrainState(**restore(payload, model, optimizer))
+        state = resume(opts, model, optimizer, config)
         if is_main:
             print(f"resumed from {opts.init_checkpoint} at step {state.step}")
     elif is_main and log.path.exists():
         log.path.unlink()  # a fresh run starts a fresh log
-    train_model = paddle.DataParallel(model) if world > 1 else model
-
-    total_steps = total_steps_for(opts, data.num_instances)
-    deadline = time.time() + opts.max_minutes * 60 if opts.max_minutes else None
-    scorer = bert4rec_scorer(model, data.vocab.mask_id, data.vocab.num_items, opts.max_len)
     started_wall = time.time() - state.train_seconds
+
+    def checkpoint(name: str, with_optimizer: bool = True) -> None:
+        save_checkpoint(opts.checkpoints / name, model, optimizer if with_optimizer else None, asdict(state),
+                        config.to_dict())
 
     def run_validation() -> bool:
         """Evaluate on validation, checkpoint; returns True when training should stop early."""
@@ -346,13 +251,12 @@ def train(opts: TrainOptions) -> dict:
             event = {"event": "valid", "step": state.step, "epoch": state.epoch,
                      "minutes": round(state.train_seconds / 60, 3)}
             if data.valid is not None:
-                metrics = evaluate(scorer, data.valid, data.vocab.num_items, opts.eval_batch_size)
+                metrics = evaluate(model.predict, data.valid, data.num_items, opts.eval_batch_size)
                 event.update(pop100=metrics["pop100"], full=metrics["full"], eval_seconds=metrics["seconds"])
                 value = metrics[SELECT_METRIC[0]][SELECT_METRIC[1]]
                 if value > state.best_metric:
                     state.best_metric, state.best_step, state.evals_since_best = value, state.step, 0
-                    save_checkpoint(opts.checkpoints / "best.pdparams", model, None, asdict(state),
-                                    config.to_dict())
+                    checkpoint("best.pdparams", with_optimizer=False)
                 else:
                     state.evals_since_best += 1
                 stop = state.evals_since_best >= opts.patience
@@ -361,7 +265,7 @@ def train(opts: TrainOptions) -> dict:
                            f"NDCG@10 {metrics['pop100']['NDCG@10']:.4f} (best {state.best_metric:.4f} "
                            f"@ {state.best_step})")
             log.write(event)
-            save_checkpoint(opts.checkpoints / "last.pdparams", model, optimizer, asdict(state), config.to_dict())
+            checkpoint("last.pdparams")
             log.plot()
             model.train()
         if world > 1:
@@ -370,6 +274,15 @@ def train(opts: TrainOptions) -> dict:
             stop = bool(int(flag.item()))
         return stop
 
+    if not model.trainable:
+        model.fit(data)
+        state.finished = True
+        run_validation()
+        return finish(opts, model, data, config, state, log, time.time() - started_wall) if is_main else {}
+
+    train_model = paddle.DataParallel(model) if world > 1 else model
+    total_steps = total_steps_for(opts, batches.num_examples)
+    deadline = time.time() + opts.max_minutes * 60 if opts.max_minutes else None
     model.train()
     progress = tqdm(total=total_steps, initial=state.step, disable=not (opts.progress and is_main),
                     unit="step", dynamic_ncols=True, desc="train")
@@ -377,15 +290,14 @@ def train(opts: TrainOptions) -> dict:
     window_seqs, window_start = 0, time.perf_counter()
     with StopFlag() as stop_flag:
         while state.step < total_steps and not state.finished:
-            instances = data.epoch_instances(opts, state.epoch)
-            batches = epoch_batches(instances.lengths, opts.batch_size,
-                                    np.random.default_rng([opts.seed, state.epoch]), bucket=opts.bucket)
-            while state.batch_in_epoch < len(batches) and state.step < total_steps:
+            examples = batches.examples(state.epoch)
+            order = epoch_batches(examples.lengths, opts.batch_size, np.random.default_rng([opts.seed, state.epoch]),
+                                  bucket=opts.bucket, min_size=world)
+            while state.batch_in_epoch < len(order) and state.step < total_steps:
                 step_start = time.perf_counter()
-                global_batch = batches[state.batch_in_epoch]
-                idx = global_batch[rank::world]
-                batch = collate(instances.tokens, instances.token_offsets, instances.positions,
-                                instances.labels, instances.mask_offsets, idx)
+                global_batch = order[state.batch_in_epoch]
+                rng = np.random.default_rng([opts.seed, state.epoch, state.batch_in_epoch, rank, 2])
+                batch = batches.collate(examples, global_batch[rank::world], rng)
                 lr = learning_rate(state.step, opts, total_steps)
                 loss_value = train_step(train_model, optimizer, batch, lr)
                 state.step += 1
@@ -427,36 +339,15 @@ def train(opts: TrainOptions) -> dict:
 
     if interrupted:
         if is_main:
-            save_checkpoint(opts.checkpoints / "last.pdparams", model, optimizer, asdict(state), config.to_dict())
+            checkpoint("last.pdparams")
             last = opts.checkpoints / "last.pdparams"
             print(f"interrupted at step {state.step}; resume with --INIT_CHECKPOINT {last}")
         raise KeyboardInterrupt
-    if not state.finished and state.step % opts.eval_every != 0:
-        run_validation()
-    return finish(opts, model, data, config, state, log, scorer, time.time() - started_wall) if is_main else {}
+    return finish(opts, model, data, config, state, log, time.time() - started_wall) if is_main else {}
 
 
-def train_step(net, optimizer, batch, lr: float) -> float:
-    """One optimisation step on one batch; returns the loss."""
-    optimizer.set_lr(lr)
-    loss = batch_loss(net, batch)
-    loss.backward()
-    optimizer.step()
-    optimizer.clear_grad()
-    return float(loss)
-
-
-def batch_loss(net, batch) -> paddle.Tensor:
-    """Masked-item cross-entropy of one batch; ``net`` may be the model or its DataParallel wrapper."""
-    tensors = [paddle.to_tensor(x) for x in (batch.input_ids, batch.flat_positions, batch.labels)]
-    if not isinstance(net, paddle.DataParallel):
-        return net.loss(*tensors)  # the model's own (fused) loss
-    logits = net(tensors[0], tensors[1])  # through the wrapper, so gradients are all-reduced
-    return paddle.nn.functional.cross_entropy(logits, tensors[2].unsqueeze(-1)).mean()
-
-
-def finish(opts: TrainOptions, model, data: TrainingData, config: BertConfig, state: TrainState, log: EventLog,
-           scorer, wall_seconds: float) -> dict:
+def finish(opts: TrainOptions, model: SequentialRecommender, data: TrainingData, config: ModelConfig,
+           state: TrainState, log: EventLog, wall_seconds: float) -> dict:
     """Restore the selected weights, score the test set once, write results.json and print the table."""
     best_path = opts.checkpoints / "best.pdparams"
     if data.valid is not None and best_path.exists():
@@ -466,11 +357,11 @@ def finish(opts: TrainOptions, model, data: TrainingData, config: BertConfig, st
         selected = state.step  # --holdout test: no validation set, the final weights are the model
     model.eval()
     results = {
-        "model": "BERT4Rec",
+        "model": config.MODEL,
         "config": config.to_dict(),
         "options": opts.to_json(),
         "data": {"dataset": opts.test_path.parent.name, "holdout": "valid_test" if data.valid else "test",
-                 "num_users": len(data.test), "num_items": data.vocab.num_items},
+                 "num_users": len(data.test), "num_items": data.num_items},
         "valid": None,
         "test": None,
         "num_eval_users": len(data.test),
@@ -481,15 +372,16 @@ def finish(opts: TrainOptions, model, data: TrainingData, config: BertConfig, st
         "sequences_seen": state.sequences,
     }
     if data.valid is not None:
-        valid = evaluate(scorer, data.valid, data.vocab.num_items, opts.eval_batch_size)
+        valid = evaluate(model.predict, data.valid, data.num_items, opts.eval_batch_size)
         results["valid"] = {"pop100": valid["pop100"], "full": valid["full"]}
-    test = evaluate(scorer, data.test, data.vocab.num_items, opts.eval_batch_size)
+    test = evaluate(model.predict, data.test, data.num_items, opts.eval_batch_size)
     results["test"] = {"pop100": test["pop100"], "full": test["full"]}
     log.write({"event": "test", "step": selected, "pop100": test["pop100"], "full": test["full"],
                "minutes": round(state.train_seconds / 60, 3)})
     atomic_write_text(opts.checkpoints / "results.json", json.dumps(results, indent=2) + "\n")
     log.plot()
-    print(f"\nTest ({len(data.test)} users, weights from step {selected}; training {state.train_seconds / 60:.1f} min)")
-    print(results_table(results["test"], data.vocab.num_items))
+    print(f"\nTest ({len(data.test)} users, {config.MODEL}, weights from step {selected}; "
+          f"training {state.train_seconds / 60:.1f} min)")
+    print(results_table(results["test"], data.num_items))
     print(f"results: {opts.checkpoints / 'results.json'}")
     return results

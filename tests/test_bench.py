@@ -138,8 +138,9 @@ def _write_train(path: Path, n: int, rng: np.random.Generator) -> list[tuple[lis
 
 
 def test_sample_matches_train_file_and_is_shared(bench, tmp_path):
-    from bert4rec.batches import collate, epoch_batches
+    from bert4rec.batches import epoch_batches
     from bert4rec.data import load_train_instances
+    from bert4rec.models.bert4rec import collate_masked
 
     rows = _write_train(tmp_path / "train.txt", 256 * 6 + 17, np.random.default_rng(0))
     info = bench.write_sample(tmp_path, tmp_path / "sample.npz", timed_batches=4, warmup=1)
@@ -155,8 +156,7 @@ def test_sample_matches_train_file_and_is_shared(bench, tmp_path):
     for batch in [*sample["warmup"], *bench.sample_batches(sample, 4, naive=False)]:
         assert frozenset(ids[batch].tolist()) in epoch_sets
         mine = bench._collate(sample, batch, None)
-        theirs = collate(inst.tokens, inst.token_offsets, inst.positions, inst.labels, inst.mask_offsets,
-                         ids[batch])
+        theirs = collate_masked(inst, ids[batch])
         for field in ("input_ids", "flat_positions", "labels"):
             assert np.array_equal(getattr(mine, field), getattr(theirs, field))
     assert set(ids[sample["warmup"]].reshape(-1).tolist()).isdisjoint(ids[sample["timed"]].reshape(-1).tolist())

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bert4rec.config import BertConfig, load_config
 from bert4rec.errors import UserError
+from bert4rec.models import load_config
+from bert4rec.models.bert4rec import BERT4RecConfig
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD = json.loads((REPO / "bert_train" / "bert_config_ml-1m_64.json").read_text())
@@ -40,7 +41,7 @@ def write(tmp_path, raw) -> Path:
 
 @pytest.mark.parametrize("raw,needle", [
     (dict(GOOD, hiden_size=3), "unknown key 'hiden_size'"),
-    ({k: v for k, v in GOOD.items() if k != "vocab_size"}, "missing key 'vocab_size'"),
+    ({k: v for k, v in GOOD.items() if k != "hidden_size"}, "missing key 'hidden_size'"),
     (dict(GOOD, hidden_size=65), "hidden_size: 65 is not divisible"),
     (dict(GOOD, hidden_dropout_prob=1.5), "hidden_dropout_prob"),
     (dict(GOOD, num_hidden_layers=0), "num_hidden_layers"),
@@ -57,7 +58,7 @@ def test_bad_configs_are_rejected_with_file_and_key(tmp_path, raw, needle):
 
 
 def test_original_type_vocab_size_key_is_accepted():
-    assert BertConfig.from_dict(dict(GOOD, type_vocab_size=2)).hidden_size == 64
+    assert BERT4RecConfig.from_dict(dict(GOOD, type_vocab_size=2)).hidden_size == 64
 
 
 def test_trainrec_reports_a_bad_config_in_one_line_with_exit_code_2(tmp_path):

@@ -3,7 +3,7 @@
 import numpy as np
 
 from bert4rec.data import EvalSet
-from bert4rec.evaluate import evaluate, popularity_scorer, rank_targets
+from bert4rec.evaluate import evaluate, rank_targets
 
 
 def make_eval_set(histories, targets, negatives) -> EvalSet:
@@ -70,7 +70,8 @@ def test_constant_scores_get_the_worst_rank_not_the_best():
     assert pop.tolist() == [3, 3]
 
 
-def test_popularity_scorer_ranks_by_counts():
-    counts = np.array([0, 5, 50, 10, 1], dtype=np.int64)
-    full, _ = rank_targets(popularity_scorer(counts), [np.array([4])], np.array([3]), None, 4)
+def test_shared_scores_rank_by_them_history_excluded():
+    counts = np.array([0, 5, 50, 10, 1], dtype=np.float32)
+    scorer = lambda hs: np.broadcast_to(counts, (len(hs), 5))  # noqa: E731
+    full, _ = rank_targets(scorer, [np.array([4])], np.array([3]), None, 4)
     assert full.tolist() == [1]  # only item 2 is more popular; item 4 is history

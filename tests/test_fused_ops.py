@@ -19,8 +19,7 @@ import paddle.nn.functional as F
 import pytest
 
 from bert4rec import fused_ops as fo
-from bert4rec.bert4rec import BERT4Rec
-from bert4rec.config import BertConfig
+from bert4rec.models.bert4rec import BERT4Rec, BERT4RecConfig
 
 ATOL = 1e-5
 
@@ -258,7 +257,7 @@ def test_ops_are_padding_invariant_even_with_dropout():
 
 
 def small_config(dropout=0.0, act="gelu"):
-    return BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    return BERT4RecConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                       intermediate_size=64, max_position_embeddings=24, hidden_act=act,
                       hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
 
@@ -301,8 +300,8 @@ def test_model_fused_equals_plain(act):
     plain.eval()
     fused.eval()
     ids, positions, _ = batch
-    logits_p = plain(paddle.to_tensor(ids), paddle.to_tensor(positions)).numpy()
-    logits_f = fused(paddle.to_tensor(ids), paddle.to_tensor(positions)).numpy()
+    logits_p = plain.logits(paddle.to_tensor(ids), paddle.to_tensor(positions)).numpy()
+    logits_f = fused.logits(paddle.to_tensor(ids), paddle.to_tensor(positions)).numpy()
     assert_close(logits_f, logits_p)
 
 

@@ -12,8 +12,7 @@ import paddle
 import pytest
 
 from bert4rec import fused_ops
-from bert4rec.bert4rec import BERT4Rec
-from bert4rec.config import BertConfig
+from bert4rec.models.bert4rec import BERT4Rec, BERT4RecConfig
 
 VOCAB, MASK = 40, 39
 
@@ -33,7 +32,7 @@ def mode(request):
 
 
 def config(dropout=0.3):
-    return BertConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+    return BERT4RecConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                       intermediate_size=32, max_position_embeddings=16, hidden_dropout_prob=dropout,
                       attention_probs_dropout_prob=dropout)
 
@@ -58,7 +57,7 @@ def test_output_shapes(mode):
     ids = paddle.to_tensor(ids_batch())
     assert model.encode(ids).shape == [4, 9, 16]
     positions = paddle.to_tensor([8, 9 + 3, 18, 27 + 6])
-    assert model(ids, positions).shape == [4, VOCAB]
+    assert model.logits(ids, positions).shape == [4, VOCAB]
     model.train()
     loss = model.loss(ids, positions, paddle.to_tensor([1, 2, 3, 4]))
     assert loss.shape == [] and np.isfinite(float(loss))
@@ -89,7 +88,7 @@ def test_output_projection_is_the_item_embedding_table(mode):
     assert model.output_bias.shape == [VOCAB]
     names = [name for name, _ in model.named_parameters()]
     assert not any("output_weight" in n or "decoder" in n for n in names)  # no separate output matrix
-    before = model(ids, positions).numpy()
+    before = model.logits(ids, positions).numpy()
     # The logits are h @ E^T + b: recompute them from the head output and the embedding table.
     states = paddle.gather(model.encode(ids).reshape([-1, 16]), positions)
     h = model._head(states, model.uses_kernels()).numpy()
@@ -100,7 +99,7 @@ def test_output_projection_is_the_item_embedding_table(mode):
     delta = np.zeros_like(table)
     delta[unused] = np.random.default_rng(1).normal(0.0, 0.5, 16)  # not constant: LayerNorm output sums to 0
     model.item_embeddings.weight.set_value(table + delta)
-    after = model(ids, positions).numpy()
+    after = model.logits(ids, positions).numpy()
     changed = np.abs(after - before) > 1e-6
     assert changed[:, unused].all() and changed.sum() == len(positions)
     np.testing.assert_allclose(after[:, unused] - before[:, unused], h @ delta[unused], atol=1e-5)
@@ -108,7 +107,7 @@ def test_output_projection_is_the_item_embedding_table(mode):
     new_bias = bias.copy()
     new_bias[3] += 1.0
     model.output_bias.set_value(new_bias)
-    shifted = model(ids, positions).numpy()
+    shifted = model.logits(ids, positions).numpy()
     np.testing.assert_allclose(shifted[:, 3] - after[:, 3], 1.0, atol=1e-5)
 
 
@@ -117,12 +116,12 @@ def test_evaluation_is_deterministic(mode):
     model.eval()
     ids = paddle.to_tensor(ids_batch())
     positions = paddle.to_tensor([8, 12, 18, 33])
-    first = model(ids, positions).numpy()
+    first = model.logits(ids, positions).numpy()
     paddle.seed(123)  # a different RNG state must not matter at evaluation
-    second = model(ids, positions).numpy()
+    second = model.logits(ids, positions).numpy()
     assert np.array_equal(first, second)
     model.train()
-    assert not np.array_equal(model(ids, positions).numpy(), first)  # dropout is on in training
+    assert not np.array_equal(model.logits(ids, positions).numpy(), first)  # dropout is on in training
 
 
 def test_implementations_share_parameters_and_evaluation_outputs():
@@ -135,11 +134,10 @@ def test_implementations_share_parameters_and_evaluation_outputs():
     plain.eval()
     fused.eval()
     ids, positions = paddle.to_tensor(ids_batch()), paddle.to_tensor([8, 12, 18, 33])
-    np.testing.assert_allclose(fused(ids, positions).numpy(), plain(ids, positions).numpy(), atol=1e-5)
+    np.testing.assert_allclose(fused.logits(ids, positions).numpy(), plain.logits(ids, positions).numpy(), atol=1e-5)
 
 
 def test_kernel_mode_argument():
     with pytest.raises(ValueError):
         BERT4Rec(config(), "fast")
-    assert BERT4Rec(config(), attention="plain").kernels == "plain"  # the former argument name
     assert not BERT4Rec(config(), "plain").uses_kernels()

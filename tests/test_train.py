@@ -12,13 +12,11 @@ import numpy as np
 import paddle
 import pytest
 
-from bert4rec.batches import collate, epoch_batches
-from bert4rec.bert4rec import BERT4Rec
+from bert4rec.batches import epoch_batches
 from bert4rec.checkpoint import load_checkpoint
-from bert4rec.config import BertConfig
-from bert4rec.data import GenerateOptions, generate_dataset, load_eval_set, load_item_counts, load_train_instances
+from bert4rec.data import GenerateOptions, generate_dataset, load_eval_set, load_train_instances
 from bert4rec.errors import UserError
-from bert4rec.evaluate import evaluate, popularity_scorer
+from bert4rec.models.bert4rec import BERT4Rec, BERT4RecConfig, collate_masked
 from bert4rec.train import TrainOptions, learning_rate, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,6 +57,12 @@ def planted(tmp_path_factory):
     return root, data_dir
 
 
+def mostpop_results(root: Path, data_dir: Path) -> dict:
+    config = root / "mostpop_model.json"
+    config.write_text('{"model": "MostPop"}')
+    return train(options(root, data_dir, "mostpop", config_path=config))
+
+
 def options(root: Path, data_dir: Path, name: str, **kw) -> TrainOptions:
     base = dict(config_path=tiny_config(root / f"{name}.json"), train_path=data_dir / "train.txt",
                 valid_path=data_dir / "valid.txt", test_path=data_dir / "test.txt",
@@ -73,9 +77,9 @@ def test_short_training_clearly_beats_popularity(planted):
     root, data_dir = planted
     results = train(options(root, data_dir, "beats_pop"))
     test = load_eval_set(data_dir / "test.txt")
-    pop = evaluate(popularity_scorer(load_item_counts(data_dir / "item_counts.txt")), test, NUM_ITEMS)
+    pop = mostpop_results(root, data_dir)
     assert results["num_eval_users"] == len(test) == 300
-    assert results["test"]["full"]["NDCG@10"] > pop["full"]["NDCG@10"] + 0.3
+    assert results["test"]["full"]["NDCG@10"] > pop["test"]["full"]["NDCG@10"] + 0.3
     assert results["test"]["pop100"]["HR@10"] > 0.8  # 20 negatives: chance is 10/21
     written = json.loads((root / "beats_pop" / "results.json").read_text())
     assert written["test"] == results["test"] and written["valid"]["full"]["NDCG@10"] > 0
@@ -139,7 +143,7 @@ def test_learning_rate_warms_up_then_decays_to_zero(planted):
 def test_bucketed_and_fully_padded_batches_give_the_same_loss(planted, kernels):
     _, data_dir = planted
     inst = load_train_instances(data_dir / "train.txt")
-    cfg = BertConfig(vocab_size=NUM_ITEMS + 4, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+    cfg = BERT4RecConfig(vocab_size=NUM_ITEMS + 4, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=32, max_position_embeddings=50)
     paddle.seed(0)
     model = BERT4Rec(cfg, kernels=kernels)
@@ -147,7 +151,7 @@ def test_bucketed_and_fully_padded_batches_give_the_same_loss(planted, kernels):
     idx = np.arange(0, len(inst), 37)[:20]
     losses = []
     for pad_to in (None, 50):
-        b = collate(inst.tokens, inst.token_offsets, inst.positions, inst.labels, inst.mask_offsets, idx, pad_to)
+        b = collate_masked(inst, idx, pad_to)
         with paddle.no_grad():
             losses.append(float(model.loss(*map(paddle.to_tensor, (b.input_ids, b.flat_positions, b.labels)))))
     assert b.input_ids.shape[1] == 50 and losses[0] == pytest.approx(losses[1], rel=1e-5)
@@ -205,7 +209,7 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(planted):
 
 
 def test_results_table_shows_the_paper_row_only_for_ml_1m():
-    from bert4rec.train import results_table
+    from bert4rec.reporting import results_table
 
     test = {"pop100": {"HR@10": 0.5, "NDCG@10": 0.25, "MRR": 0.2}, "full": {"HR@10": 0.1, "Recall@10": 0.1}}
     ml1m = results_table(test, 3416)

@@ -1,5 +1,5 @@
 // Fused multi-head self-attention core for CPU:
-//   context = dropout(softmax((Q + bq)(K + bk)^T / sqrt(d) + padding mask)) (V + bv)
+//   context = dropout(softmax((Q + bq)(K + bk)^T / sqrt(d) + padding mask [+ causal mask])) (V + bv)
 //
 // Why: Paddle's CPU elementwise kernels run on one thread at a few hundred M elements/s, and the
 // [batch, heads, L, L] score tensor of BERT4Rec (20 M floats for batch 256, L 200, 2 heads) would go through a
@@ -14,6 +14,8 @@
 // enough to recompute the softmax exactly, which is cheaper than writing and re-reading the probabilities.
 // Padded query rows produce zeros (they never reach a real position). Dropout masks come from a counter-based
 // hash of (seed, sequence, head, query, key), regenerated in the backward pass, independent of padding.
+// With `causal` (SASRec), query i only attends to keys j <= i: the probabilities of later keys are exactly 0, so
+// nothing from position t+1 on ever reaches position t.
 #include "common.h"
 #include "paddle/extension.h"
 
@@ -103,9 +105,10 @@ struct Common {
   uint64_t key;
   uint32_t threshold;
   float keep_scale, scale;
+  bool causal;
 
   Common(const paddle::Tensor& qkv, const paddle::Tensor& bias_t, const paddle::Tensor& lengths,
-         const paddle::Tensor& seed, float dropout, int num_heads)
+         const paddle::Tensor& seed, float dropout, int num_heads, bool causal_mask)
       : d(GetDims(qkv, bias_t, num_heads)),
         x(qkv.data<float>()),
         bias(bias_t.data<float>()),
@@ -113,7 +116,8 @@ struct Common {
         key(b4r::CallKey(seed.data<int64_t>()[0], kSalt)),
         threshold(b4r::DropThreshold(dropout)),
         keep_scale(b4r::KeepScale(dropout)),
-        scale(1.f / std::sqrt(static_cast<float>(d.head_dim))) {
+        scale(1.f / std::sqrt(static_cast<float>(d.head_dim))),
+        causal(causal_mask) {
     PD_CHECK(qkv.is_cpu(), "fused_attention runs on CPU only");
     PD_CHECK(lengths.numel() == d.batch, "fused_attention: Lengths must be [B]");
   }
@@ -126,14 +130,17 @@ struct Common {
 #pragma omp simd
     for (int64_t j = 0; j < n; ++j) mask[j] = b4r::DropMul(rk, static_cast<uint32_t>(j), thr, ks);
   }
+
+  // Keys query row i may attend to: all n real ones, or the first i + 1 with the causal mask.
+  int64_t Keys(int64_t i, int64_t n) const { return causal ? i + 1 : n; }
 };
 
 }  // namespace
 
 std::vector<paddle::Tensor> FusedAttentionForward(const paddle::Tensor& qkv, const paddle::Tensor& bias,
                                                   const paddle::Tensor& lengths, const paddle::Tensor& seed,
-                                                  float dropout, int num_heads) {
-  const Common cm(qkv, bias, lengths, seed, dropout, num_heads);
+                                                  float dropout, int num_heads, bool causal) {
+  const Common cm(qkv, bias, lengths, seed, dropout, num_heads, causal);
   const Dims d = cm.d;
   auto out = paddle::empty({d.batch, d.length, d.hidden}, qkv.dtype(), qkv.place());
   auto lse = paddle::empty({d.batch, d.heads, d.length}, qkv.dtype(), qkv.place());
@@ -164,12 +171,13 @@ std::vector<paddle::Tensor> FusedAttentionForward(const paddle::Tensor& qkv, con
       float* mask = tile.mask.data();
       for (int64_t i = 0; i < n; ++i) {
         float* __restrict si = s + i * np;
+        const int64_t nk = cm.Keys(i, n);
         float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
-        for (int64_t j = 0; j < n; ++j) mx = si[j] > mx ? si[j] : mx;
+        for (int64_t j = 0; j < nk; ++j) mx = si[j] > mx ? si[j] : mx;
         float sum = 0.f;
 #pragma omp simd reduction(+ : sum)
-        for (int64_t j = 0; j < n; ++j) {
+        for (int64_t j = 0; j < nk; ++j) {
           const float e = b4r::ExpF(si[j] - mx);
           si[j] = e;
           sum += e;
@@ -177,13 +185,14 @@ std::vector<paddle::Tensor> FusedAttentionForward(const paddle::Tensor& qkv, con
         lb[i] = mx + std::log(sum);
         const float inv = 1.f / sum;
         if (cm.threshold) {
-          cm.Mask(mask, b, h, i, n);
+          cm.Mask(mask, b, h, i, nk);
 #pragma omp simd
-          for (int64_t j = 0; j < n; ++j) si[j] *= inv * mask[j];
+          for (int64_t j = 0; j < nk; ++j) si[j] *= inv * mask[j];
         } else {
 #pragma omp simd
-          for (int64_t j = 0; j < n; ++j) si[j] *= inv;
+          for (int64_t j = 0; j < nk; ++j) si[j] *= inv;
         }
+        std::fill(si + nk, si + n, 0.f);  // keys after i (causal): probability 0
       }
       float* ctx = tile.ga.data();
       Gemm<false>(n, dp, n, s, np, tile.v.data(), dp, ctx, dp);  // context [n x dp]
@@ -196,8 +205,8 @@ std::vector<paddle::Tensor> FusedAttentionForward(const paddle::Tensor& qkv, con
 std::vector<paddle::Tensor> FusedAttentionBackward(const paddle::Tensor& qkv, const paddle::Tensor& bias,
                                                    const paddle::Tensor& lengths, const paddle::Tensor& seed,
                                                    const paddle::Tensor& lse, const paddle::Tensor& grad_out,
-                                                   float dropout, int num_heads) {
-  const Common cm(qkv, bias, lengths, seed, dropout, num_heads);
+                                                   float dropout, int num_heads, bool causal) {
+  const Common cm(qkv, bias, lengths, seed, dropout, num_heads, causal);
   const Dims d = cm.d;
   auto grad_qkv = paddle::empty(qkv.shape(), qkv.dtype(), qkv.place());
   auto grad_bias = paddle::empty({3 * d.hidden}, qkv.dtype(), qkv.place());
@@ -249,11 +258,12 @@ std::vector<paddle::Tensor> FusedAttentionBackward(const paddle::Tensor& qkv, co
         float* __restrict ti = t + i * np;
         float* __restrict pdi = pd + i * np;
         const float m = lb[i];
+        const int64_t nk = cm.Keys(i, n);
         float dot = 0.f;
         if (cm.threshold) {
-          cm.Mask(mask, b, h, i, n);
+          cm.Mask(mask, b, h, i, nk);
 #pragma omp simd reduction(+ : dot)
-          for (int64_t j = 0; j < n; ++j) {
+          for (int64_t j = 0; j < nk; ++j) {
             const float e = b4r::ExpF(pi[j] - m);
             const float dpj = ti[j] * mask[j];
             pi[j] = e;
@@ -263,7 +273,7 @@ std::vector<paddle::Tensor> FusedAttentionBackward(const paddle::Tensor& qkv, co
           }
         } else {
 #pragma omp simd reduction(+ : dot)
-          for (int64_t j = 0; j < n; ++j) {
+          for (int64_t j = 0; j < nk; ++j) {
             const float e = b4r::ExpF(pi[j] - m);
             pi[j] = e;
             pdi[j] = e;
@@ -271,7 +281,9 @@ std::vector<paddle::Tensor> FusedAttentionBackward(const paddle::Tensor& qkv, co
           }
         }
 #pragma omp simd
-        for (int64_t j = 0; j < n; ++j) pi[j] = pi[j] * (ti[j] - dot);
+        for (int64_t j = 0; j < nk; ++j) pi[j] = pi[j] * (ti[j] - dot);
+        std::fill(pi + nk, pi + n, 0.f);  // causal: no probability, no gradient after i
+        std::fill(pdi + nk, pdi + n, 0.f);
       }
       float* ga = tile.ga.data();
       float* gb = tile.gb.data();
@@ -296,7 +308,7 @@ std::vector<std::vector<int64_t>> FusedAttentionInferShape(const std::vector<int
                                                            const std::vector<int64_t>& bias,
                                                            const std::vector<int64_t>& lengths,
                                                            const std::vector<int64_t>& seed, float dropout,
-                                                           int num_heads) {
+                                                           int num_heads, bool causal) {
   return {{qkv[0], qkv[1], qkv[2] / 3}, {qkv[0], num_heads, qkv[1]}};
 }
 
@@ -309,7 +321,7 @@ std::vector<paddle::DataType> FusedAttentionInferDtype(const paddle::DataType& q
 PD_BUILD_OP(bert4rec_fused_attention)
     .Inputs({"QKV", "Bias", "Lengths", "Seed"})
     .Outputs({"Out", "LSE"})
-    .Attrs({"dropout: float", "num_heads: int"})
+    .Attrs({"dropout: float", "num_heads: int", "causal: bool"})
     .SetKernelFn(PD_KERNEL(FusedAttentionForward))
     .SetInferShapeFn(PD_INFER_SHAPE(FusedAttentionInferShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(FusedAttentionInferDtype));
@@ -317,5 +329,5 @@ PD_BUILD_OP(bert4rec_fused_attention)
 PD_BUILD_GRAD_OP(bert4rec_fused_attention)
     .Inputs({"QKV", "Bias", "Lengths", "Seed", "LSE", paddle::Grad("Out")})
     .Outputs({paddle::Grad("QKV"), paddle::Grad("Bias")})
-    .Attrs({"dropout: float", "num_heads: int"})
+    .Attrs({"dropout: float", "num_heads: int", "causal: bool"})
     .SetKernelFn(PD_KERNEL(FusedAttentionBackward));

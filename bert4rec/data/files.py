@@ -48,6 +48,33 @@ SPECIAL_TOKENS = ("[MASK]", "[UNK]", "[RESERVED]")
 PAD_TOKEN = "[PAD]"
 
 
+def items_in_vocab(vocab_size: int) -> int:
+    """Items 1..N of a vocabulary of ``vocab_size`` tokens (``[PAD]``, the items, then the special tokens)."""
+    return vocab_size - 1 - len(SPECIAL_TOKENS)
+
+
+@dataclass
+class Windows:
+    """Training windows (``train_windows.txt``): per window its user, and the items in CSR layout."""
+
+    users: np.ndarray    # [W] int32
+    items: np.ndarray    # flat int32 item ids
+    offsets: np.ndarray  # [W+1] int64
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def __len__(self) -> int:
+        return int(self.users.shape[0])
+
+    def __iter__(self):  # ``users, items, offsets = load_windows(path)``
+        return iter((self.users, self.items, self.offsets))
+
+    def window(self, i: int) -> np.ndarray:
+        return self.items[self.offsets[i] : self.offsets[i + 1]]
+
+
 @dataclass
 class EvalSet:
     """Validation or test set: per user the full history, the target and the sampled negatives."""
@@ -320,11 +347,11 @@ def load_train_instances(path: str | os.PathLike) -> TrainInstances:
     )
 
 
-def load_windows(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Load ``train_windows.txt``; returns ``(users [W], flat items, offsets [W+1])``."""
+def load_windows(path: str | os.PathLike) -> Windows:
+    """Load ``train_windows.txt``; returns ``Windows(users [W], flat items, offsets [W+1])``."""
     path = Path(path)
     rows = _read_int_rows(path, 2, "user<TAB>items")
-    return _single(path, rows, 0, "user"), rows.fields[1], rows.offsets(1)
+    return Windows(_single(path, rows, 0, "user"), rows.fields[1], rows.offsets(1))
 
 
 def load_eval_set(path: str | os.PathLike) -> EvalSet:

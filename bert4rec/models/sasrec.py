@@ -1,0 +1,195 @@
+"""SASRec (Kang and McAuley, ICDM 2018): a causal transformer that predicts the next item at every position.
+
+input ids -> item + learned position embeddings -> LayerNorm, dropout -> transformer encoder in which position t
+only sees positions <= t -> at every real position, the next item's score = dot product with the item embeddings
+(shared with the input, no output bias). The blocks are the post-LN ones of BERT and RecBole's SASRec, so SASRec
+runs on the same fused CPU kernels as BERT4Rec (the attention kernel's causal mode).
+
+Training sequences are the shared windows of ``train_windows.txt``: a window of n items gives n - 1 predictions
+(input = its first n - 1 items, targets = its last n - 1). At evaluation the model reads the last ``max_len - 1``
+items of the history, the longest input it was trained on, and scores the next item. Losses (``"loss"``):
+
+* ``ce``: softmax cross-entropy over all items at every position ("SASRec+", Klenitskiy and Vasilev, RecSys 2023);
+* ``bce``: one sampled negative per position, binary cross-entropy for the target and the negative (the original
+  SASRec; the negative is uniform over the items not in the window);
+* ``bpr``: the same negative, -log sigmoid(target score - negative score) (RecBole's BPR);
+* ``sampled_ce``: cross-entropy over the target and ``num_negatives`` items shared by the batch, drawn without
+  replacement uniformly or by training popularity (``negative_sampling``; popularity logits are corrected by
+  -log of each item's inclusion probability, so the softmax stays unbiased); a negative equal to a position's
+  target is left out of that position's softmax.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+
+from bert4rec.batches import pad_rows
+from bert4rec.config import TrainOptions
+from bert4rec.data.dataset import TrainingData
+from bert4rec.data.files import Windows
+from bert4rec.errors import UserError
+from bert4rec.fused_ops import bias_softmax_cross_entropy
+from bert4rec.instances import offsets_from_lengths, ragged_gather
+from bert4rec.models.transformer import TransformerConfig, TransformerRecommender
+
+LOSSES = ("ce", "bce", "bpr", "sampled_ce")
+SAMPLINGS = ("uniform", "popularity")
+NEGATIVE_RESAMPLES = 20  # rounds of redrawing a bce/bpr negative that falls inside its window
+
+
+@dataclass(frozen=True)
+class SASRecConfig(TransformerConfig):
+    MODEL: ClassVar[str] = "SASRec"
+    LOWERCASE: ClassVar[tuple[str, ...]] = ("loss", "negative_sampling")
+
+    num_attention_heads: int = 1
+    hidden_dropout_prob: float = 0.2
+    attention_probs_dropout_prob: float = 0.2
+    loss: str = "ce"
+    num_negatives: int = 3000          # sampled_ce only
+    negative_sampling: str = "uniform"  # sampled_ce only: uniform or popularity
+
+    def problem(self) -> str | None:
+        return (super().problem() or self._choice("loss", LOSSES) or self._positive_ints("num_negatives")
+                or self._choice("negative_sampling", SAMPLINGS))
+
+
+@dataclass
+class NextItemBatch:
+    input_ids: np.ndarray       # [B, L] int64, right-padded with 0
+    flat_positions: np.ndarray  # [M] int64: every real position, indices into the flattened [B*L] grid
+    labels: np.ndarray          # [M] int64: the next item at each of them
+    negatives: np.ndarray | None = None  # bce/bpr: [M], one per position; sampled_ce: [K] shared; ce: None
+    negative_log_q: np.ndarray | None = None  # sampled_ce by popularity: [K] log inclusion probabilities
+
+    @property
+    def num_sequences(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+def uniform_negatives_outside(windows: list[np.ndarray], num_items: int, rng: np.random.Generator) -> np.ndarray:
+    """One uniformly drawn item per prediction (``len(w) - 1`` per window) that is not in its window."""
+    counts = np.array([len(w) - 1 for w in windows])
+    row = np.repeat(np.arange(len(windows)), counts)
+    seen = np.zeros((len(windows), num_items + 1), dtype=bool)
+    seen[np.repeat(np.arange(len(windows)), [len(w) for w in windows]), np.concatenate(windows)] = True
+    negatives = rng.integers(1, num_items + 1, size=len(row))
+    for _ in range(NEGATIVE_RESAMPLES):
+        clash = np.flatnonzero(seen[row, negatives])
+        if not len(clash):
+            break
+        negatives[clash] = rng.integers(1, num_items + 1, size=len(clash))
+    return negatives.astype(np.int64)
+
+
+def popularity_negatives(counts: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``k`` distinct items drawn by popularity without replacement (Efraimidis-Spirakis keys), and the log of
+    each one's probability of being among the ``k`` (estimated as for ``k`` draws with replacement)."""
+    num_items = len(counts) - 1
+    weights = np.maximum(counts[1:].astype(np.float64), 1e-12)
+    keys = rng.standard_exponential(num_items) / weights
+    chosen = np.argpartition(keys, k - 1)[:k] + 1 if k < num_items else np.arange(1, num_items + 1)
+    p = weights / weights.sum()
+    inclusion = 1.0 - np.power(1.0 - p[chosen - 1], k)
+    return chosen.astype(np.int64), np.log(np.maximum(inclusion, 1e-12)).astype(np.float32)
+
+
+class NextItemBatches:
+    """SASRec's training batches: every window of >= 2 items, its next-item targets, negatives by loss."""
+
+    def __init__(self, data: TrainingData, config: SASRecConfig) -> None:
+        lengths = data.windows.lengths
+        keep = np.flatnonzero(lengths >= 2)
+        if not len(keep):
+            raise UserError(f"{data.train_path.with_name('train_windows.txt')}: no window has the 2 items a "
+                            "next-item prediction needs")
+        w = data.windows
+        self.windows = Windows(w.users[keep], ragged_gather(w.items, w.offsets[keep], lengths[keep]),
+                               offsets_from_lengths(lengths[keep]))
+        self.num_examples = len(self.windows)
+        self.config = config
+        self.num_items = data.num_items
+        self.popularity = data.training_item_counts() if config.negative_sampling == "popularity" else None
+
+    def examples(self, epoch: int) -> Windows:
+        return self.windows
+
+    def collate(self, examples: Windows, idx: np.ndarray, rng: np.random.Generator) -> NextItemBatch:
+        windows = [examples.window(i) for i in idx]
+        inputs = pad_rows([w[:-1] for w in windows])
+        width = inputs.shape[1]
+        counts = np.array([len(w) - 1 for w in windows])
+        row = np.repeat(np.arange(len(windows)), counts)
+        col = np.concatenate([np.arange(c) for c in counts])
+        batch = NextItemBatch(inputs, (row * width + col).astype(np.int64),
+                              np.concatenate([w[1:] for w in windows]).astype(np.int64))
+        loss = self.config.loss
+        if loss in ("bce", "bpr"):
+            batch.negatives = uniform_negatives_outside(windows, self.num_items, rng)
+        elif loss == "sampled_ce":
+            k = min(self.config.num_negatives, self.num_items)
+            if self.popularity is None:
+                batch.negatives = rng.choice(self.num_items, size=k, replace=False).astype(np.int64) + 1
+            else:
+                batch.negatives, batch.negative_log_q = popularity_negatives(self.popularity, k, rng)
+        return batch
+
+
+class SASRec(TransformerRecommender):
+    config_class = SASRecConfig
+    causal = True
+
+    def training_batches(self, data: TrainingData, opts: TrainOptions) -> NextItemBatches:
+        return NextItemBatches(data, self.config)
+
+    def item_table(self) -> paddle.Tensor:
+        """[N, H] embeddings of the items 1..N (the output layer: tied to the input embeddings)."""
+        return self.item_embeddings.weight[1 : self.num_items + 1]
+
+    def forward(self, batch: NextItemBatch) -> paddle.Tensor:
+        h = self.states_at(paddle.to_tensor(batch.input_ids), paddle.to_tensor(batch.flat_positions))
+        labels = paddle.to_tensor(batch.labels)
+        loss = self.config.loss
+        if loss == "ce":
+            return self._full_cross_entropy(h, labels - 1)
+        if loss in ("bce", "bpr"):
+            pos = (h * self.item_embeddings(labels)).sum(axis=-1)
+            neg = (h * self.item_embeddings(paddle.to_tensor(batch.negatives))).sum(axis=-1)
+            if loss == "bpr":
+                return F.softplus(neg - pos).mean()
+            return (F.softplus(-pos) + F.softplus(neg)).mean()
+        negatives = paddle.to_tensor(batch.negatives)
+        pos = (h * self.item_embeddings(labels)).sum(axis=-1, keepdim=True)            # [M, 1]
+        neg = paddle.matmul(h, self.item_embeddings(negatives), transpose_y=True)      # [M, K]
+        if batch.negative_log_q is not None:
+            neg = neg - paddle.to_tensor(batch.negative_log_q)
+        neg = paddle.where(negatives.unsqueeze(0) == labels.unsqueeze(1), paddle.full_like(neg, -1e9), neg)
+        logits = paddle.concat([pos, neg], axis=1)
+        return F.cross_entropy(logits, paddle.zeros([logits.shape[0], 1], dtype="int64")).mean()
+
+    def _full_cross_entropy(self, h: paddle.Tensor, targets: paddle.Tensor) -> paddle.Tensor:
+        """Mean softmax cross-entropy over all N items (``targets`` 0-based)."""
+        if not self.uses_kernels():
+            logits = paddle.matmul(h, self.item_table(), transpose_y=True)
+            return F.cross_entropy(logits, targets.unsqueeze(-1)).mean()
+        # An explicit [H, N] transpose (a small copy) makes the backward faster than transpose_y=True.
+        logits = paddle.matmul(h, paddle.transpose(self.item_table(), [1, 0]))
+        zero_bias = paddle.zeros([self.num_items], dtype=logits.dtype)
+        return bias_softmax_cross_entropy(logits, zero_bias, targets).mean()
+
+    def predict(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        """Scores for the next item after the last ``max_len - 1`` items of each history."""
+        keep = self.max_len - 1
+        inputs = pad_rows([np.asarray(h[-keep:], dtype=np.int64) for h in histories], min_width=1)
+        lengths = np.array([max(1, min(len(h), keep)) for h in histories], dtype=np.int64)
+        last = np.arange(len(histories), dtype=np.int64) * inputs.shape[1] + lengths - 1
+        with paddle.no_grad():
+            h = self.states_at(paddle.to_tensor(inputs), paddle.to_tensor(last))
+            scores = paddle.matmul(h, self.item_embeddings.weight[: self.num_items + 1], transpose_y=True)
+        return scores.numpy()

@@ -1,0 +1,240 @@
+"""Transformer pieces shared by BERT4Rec (bidirectional) and SASRec (causal): the config, the post-LN encoder
+(as in BERT and RecBole's SASRec) and a base model with item + position embeddings.
+
+One fused QKV projection per layer, padded keys never receive attention, optionally a causal mask (position t
+sees positions <= t only), and the original BERT's tanh-approximated gelu. Each layer runs either as plain Paddle
+ops (any device) or, on CPU, as matrix products without bias (Paddle/MKL) plus the fused kernels of
+``bert4rec.fused_ops`` for everything elementwise (same maths and parameters, several times faster on CPU; tests
+check both agree). Padding never changes the outputs at real positions, which is what lets the trainer cut
+batches to their longest sequence.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import paddle
+import paddle.nn.functional as F
+from paddle import nn
+
+from bert4rec.config import ModelConfig
+from bert4rec.errors import UserError
+from bert4rec.fused_ops import (
+    bias_act,
+    bias_dropout_residual_layernorm,
+    embedding_layernorm_dropout,
+    fused_attention,
+    kernels_available,
+)
+from bert4rec.models.base import SequentialRecommender
+
+MASK_FILL = -1e9
+PAD_ID = 0
+ACTIVATIONS = ("gelu", "gelu_exact", "relu")
+KERNEL_MODES = ("auto", "fused", "plain")
+LAYER_NORM_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class TransformerConfig(ModelConfig):
+    """The encoder of a transformer model; keys as in the original BERT4Rec configs."""
+
+    hidden_size: int = 64
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 2
+    intermediate_size: int = 256
+    max_position_embeddings: int = 200
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.2
+    attention_probs_dropout_prob: float = 0.2
+    initializer_range: float = 0.02
+
+    def problem(self) -> str | None:
+        problem = (super().problem()
+                   or self._positive_ints("hidden_size", "num_hidden_layers", "num_attention_heads",
+                                          "intermediate_size", "max_position_embeddings")
+                   or self._choice("hidden_act", ACTIVATIONS)
+                   or self._fractions("hidden_dropout_prob", "attention_probs_dropout_prob")
+                   or self._positive_numbers("initializer_range"))
+        if problem:
+            return problem
+        if self.max_position_embeddings < 2:
+            return f"max_position_embeddings: must be at least 2, got {self.max_position_embeddings}"
+        if self.hidden_size % self.num_attention_heads:
+            return (f"hidden_size: {self.hidden_size} is not divisible by num_attention_heads "
+                    f"{self.num_attention_heads}")
+        return None
+
+    def check_run(self, max_len: int, source: str) -> None:
+        if max_len > self.max_position_embeddings:
+            raise UserError(f"--MAX_LEN {max_len} exceeds max_position_embeddings {self.max_position_embeddings} "
+                            f"in {source}")
+
+
+def activation(name: str):
+    """The feed-forward activation named in the config."""
+    if name == "gelu":  # BERT's tanh approximation, as in the original BERT4Rec code
+        return lambda x: F.gelu(x, approximate=True)
+    if name == "gelu_exact":
+        return F.gelu
+    return F.relu
+
+
+@dataclass
+class AttentionMask:
+    """Which keys each position may see: real lengths for the fused kernels (right padding), an additive bias
+    for plain ops; ``causal`` adds "no key after the query". ``fused`` also selects the path of the encoder."""
+
+    fused: bool
+    causal: bool = False
+    lengths: paddle.Tensor | None = None  # [B] int64, real tokens per row
+    bias: paddle.Tensor | None = None     # [B, 1, 1 or L, L] float32, 0 or a large negative number
+
+
+def attention_mask(input_ids: paddle.Tensor, fused: bool, causal: bool = False) -> AttentionMask:
+    """The padding (and causal) mask for right-padded ``input_ids`` in the form the chosen path needs."""
+    is_real = input_ids != PAD_ID
+    if fused:
+        return AttentionMask(True, causal, lengths=is_real.astype("int64").sum(axis=1))
+    bias = ((~is_real).astype("float32") * MASK_FILL).unsqueeze([1, 2])  # [B, 1, 1, L]
+    if causal:
+        length = input_ids.shape[1]
+        later = paddle.triu(paddle.ones([length, length], dtype="float32"), diagonal=1)
+        bias = bias + (later * MASK_FILL).unsqueeze([0, 1])  # [B, 1, L, L]
+    return AttentionMask(False, causal, bias=bias)
+
+
+class SelfAttention(nn.Layer):
+    def __init__(self, config: TransformerConfig, weight_attr) -> None:
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, weight_attr=weight_attr)
+        self.out = nn.Linear(config.hidden_size, config.hidden_size, weight_attr=weight_attr)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+
+    def forward_unbiased(self, x: paddle.Tensor, mask: AttentionMask) -> paddle.Tensor:
+        """Fused CPU path: the attention output *without* the output projection's bias (the caller fuses it)."""
+        batch, length, hidden = x.shape
+        qkv = paddle.matmul(x.reshape([-1, hidden]), self.qkv.weight).reshape([batch, length, 3 * hidden])
+        context = fused_attention(qkv, self.qkv.bias, mask.lengths, self.num_heads, self.dropout.p, self.training,
+                                  mask.causal)
+        return paddle.matmul(context.reshape([-1, hidden]), self.out.weight).reshape([batch, length, hidden])
+
+    def forward(self, x: paddle.Tensor, mask: AttentionMask) -> paddle.Tensor:
+        if mask.fused:
+            return self.forward_unbiased(x, mask) + self.out.bias
+        batch, length, hidden = x.shape
+        qkv = self.qkv(x).reshape([batch, length, 3, self.num_heads, self.head_dim])
+        q, k, v = paddle.unbind(qkv.transpose([2, 0, 3, 1, 4]), axis=0)  # each [B, heads, L, head_dim]
+        scores = paddle.matmul(q, k, transpose_y=True) * (1.0 / math.sqrt(self.head_dim)) + mask.bias
+        probs = self.dropout(F.softmax(scores, axis=-1))
+        context = paddle.matmul(probs, v).transpose([0, 2, 1, 3]).reshape([batch, length, hidden])
+        return self.out(context)
+
+
+class EncoderLayer(nn.Layer):
+    def __init__(self, config: TransformerConfig, weight_attr) -> None:
+        super().__init__()
+        self.attention = SelfAttention(config, weight_attr)
+        self.attention_norm = nn.LayerNorm(config.hidden_size, epsilon=LAYER_NORM_EPS)
+        self.ffn_in = nn.Linear(config.hidden_size, config.intermediate_size, weight_attr=weight_attr)
+        self.ffn_out = nn.Linear(config.intermediate_size, config.hidden_size, weight_attr=weight_attr)
+        self.ffn_norm = nn.LayerNorm(config.hidden_size, epsilon=LAYER_NORM_EPS)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.hidden_act = config.hidden_act
+        self.act = activation(config.hidden_act)
+
+    def forward(self, x: paddle.Tensor, mask: AttentionMask) -> paddle.Tensor:
+        if mask.fused:
+            return self._forward_fused(x, mask)
+        x = self.attention_norm(x + self.dropout(self.attention(x, mask)))
+        return self.ffn_norm(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))
+
+    def _forward_fused(self, x: paddle.Tensor, mask: AttentionMask) -> paddle.Tensor:
+        """The same layer with the same parameters: bias-free matmuls + fused CPU kernels."""
+        batch, length, hidden = x.shape
+        p, norm1, norm2 = self.dropout.p, self.attention_norm, self.ffn_norm
+        a = self.attention.forward_unbiased(x, mask)
+        x = bias_dropout_residual_layernorm(a, self.attention.out.bias, x, norm1.weight, norm1.bias, p,
+                                            self.training, norm1._epsilon)
+        h = bias_act(paddle.matmul(x.reshape([-1, hidden]), self.ffn_in.weight), self.ffn_in.bias, self.hidden_act)
+        f = paddle.matmul(h, self.ffn_out.weight).reshape([batch, length, hidden])
+        return bias_dropout_residual_layernorm(f, self.ffn_out.bias, x, norm2.weight, norm2.bias, p, self.training,
+                                               norm2._epsilon)
+
+
+class TransformerEncoder(nn.Layer):
+    """A stack of ``num_hidden_layers`` encoder layers over [B, L, H] inputs."""
+
+    def __init__(self, config: TransformerConfig, weight_attr=None) -> None:
+        super().__init__()
+        self.layers = nn.LayerList([EncoderLayer(config, weight_attr) for _ in range(config.num_hidden_layers)])
+
+    def forward(self, x: paddle.Tensor, mask: AttentionMask) -> paddle.Tensor:
+        for layer in self.layers:
+            x = layer(x, mask)
+        return x
+
+
+class TransformerRecommender(SequentialRecommender):
+    """Item + learned position embeddings -> LayerNorm, dropout -> transformer encoder (causal or not).
+
+    ``kernels``: auto (fused CPU kernels when available), fused (required) or plain (Paddle ops only). Both paths
+    have the same parameters (same ``state_dict``), so a checkpoint loads into either.
+    """
+
+    causal: ClassVar[bool] = False
+
+    def __init__(self, config: TransformerConfig, kernels: str = "auto") -> None:
+        super().__init__(config)
+        if kernels not in KERNEL_MODES:
+            raise ValueError(f"kernels must be auto, fused or plain, got {kernels!r}")
+        self.kernels = kernels
+        self.weight_attr = paddle.ParamAttr(initializer=nn.initializer.TruncatedNormal(std=config.initializer_range))
+        hidden = config.hidden_size
+        self.item_embeddings = nn.Embedding(config.vocab_size, hidden, weight_attr=self.weight_attr)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, hidden, weight_attr=self.weight_attr)
+        self.embedding_norm = nn.LayerNorm(hidden, epsilon=LAYER_NORM_EPS)
+        self.embedding_dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.encoder = TransformerEncoder(config, self.weight_attr)
+
+    def uses_kernels(self) -> bool:
+        """Whether this model currently runs the fused CPU kernels (else plain Paddle ops)."""
+        if self.kernels == "plain":
+            return False
+        available = kernels_available()
+        if self.kernels == "fused" and not available:
+            raise UserError("--KERNELS fused: the fused CPU kernels are unavailable here (BERT4REC_FUSED=0, not on "
+                            "CPU, or no C++ compiler); use --KERNELS auto or plain")
+        return available
+
+    def describe(self) -> str:
+        c = self.config
+        path = "fused CPU kernels" if self.uses_kernels() else "plain Paddle ops"
+        return (f"{c.hidden_size} hidden, {c.num_hidden_layers} layers, {c.num_attention_heads} heads, {path}, "
+                f"{self.num_parameters():,} parameters")
+
+    def encode(self, input_ids: paddle.Tensor) -> paddle.Tensor:
+        """[B, L] item ids (0 = padding, right-padded) -> [B, L, H] contextual item representations."""
+        length = input_ids.shape[1]
+        if length > self.config.max_position_embeddings:
+            raise ValueError(f"sequence length {length} exceeds max_position_embeddings "
+                             f"{self.config.max_position_embeddings}")
+        fused = self.uses_kernels()
+        tokens = self.item_embeddings(input_ids)
+        norm = self.embedding_norm
+        if fused:
+            x = embedding_layernorm_dropout(tokens, self.position_embeddings.weight, norm.weight, norm.bias,
+                                            self.embedding_dropout.p, self.training, norm._epsilon)
+        else:
+            positions = paddle.arange(length, dtype="int64").unsqueeze(0)
+            x = self.embedding_dropout(norm(tokens + self.position_embeddings(positions)))
+        return self.encoder(x, attention_mask(input_ids, fused, self.causal))
+
+    def states_at(self, input_ids: paddle.Tensor, flat_positions: paddle.Tensor) -> paddle.Tensor:
+        """[M, H] encoder outputs at ``flat_positions``, indices into the flattened [B*L] grid."""
+        states = self.encode(input_ids)
+        return paddle.gather(states.reshape([-1, states.shape[-1]]), flat_positions)

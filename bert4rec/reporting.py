@@ -1,0 +1,80 @@
+"""What a run leaves behind besides checkpoints: the event log (``events.jsonl``), the plot of its curves
+(``training.png``) and the test table printed at the end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bert4rec.fileio import atomic_path
+
+# BERT4Rec paper, Table 2, ML-1m row (POP100 protocol: 100 popularity-sampled negatives)
+ML1M_ITEMS = 3416
+PAPER_ML1M_POP100 = {"HR@1": 0.2863, "HR@5": 0.5876, "HR@10": 0.6970, "NDCG@10": 0.4818, "MRR": 0.4254}
+
+
+class EventLog:
+    """JSON-lines event log plus a PNG of the curves, both in the checkpoint directory (rank 0 only)."""
+
+    def __init__(self, directory: Path, enabled: bool) -> None:
+        self.path = directory / "events.jsonl"
+        self.plot_path = directory / "training.png"
+        self.enabled = enabled
+
+    def write(self, event: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(event) + "\n")
+
+    def events(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line]
+
+    def plot(self) -> None:
+        if self.enabled:
+            plot_training_curves(self.events(), self.plot_path)
+
+
+def plot_training_curves(events: list[dict], path: Path) -> None:
+    """Training loss and validation FULL NDCG@10 / POP100 HR@10 against steps and wall time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [e for e in events if e.get("event") == "train"]
+    valid = [e for e in events if e.get("event") == "valid" and "full" in e]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    for col, xkey, xlabel in ((0, "step", "step"), (1, "minutes", "training wall time (min)")):
+        ax = axes[0][col]
+        ax.plot([e[xkey] for e in train], [e["loss"] for e in train], lw=0.8)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("training loss")
+        ax.grid(alpha=0.3)
+        ax = axes[1][col]
+        ax.plot([e[xkey] for e in valid], [e["full"]["NDCG@10"] for e in valid], "o-", label="FULL NDCG@10")
+        ax.plot([e[xkey] for e in valid], [e["full"]["HR@10"] for e in valid], "s-", label="FULL HR@10")
+        ax.plot([e[xkey] for e in valid], [e["pop100"]["HR@10"] for e in valid], "^-", label="POP100 HR@10")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("validation")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
+def results_table(test: dict, num_items: int) -> str:
+    """Test metrics, next to the paper's ML-1M row (POP100 protocol) when the data is ML-1M (3,416 items)."""
+    with_paper = num_items == ML1M_ITEMS
+
+    def cell(value: float | None, width: int = 10) -> str:
+        return f"{value:>{width}.4f}" if value is not None else f"{'-':>{width}}"
+
+    lines = [f"{'metric':<14}{'POP100':>10}{'paper ML-1m' if with_paper else '':>12}{'FULL':>10}"]
+    for name in ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR", "Recall@10", "Precision@10"):
+        paper = cell(PAPER_ML1M_POP100.get(name), 12) if with_paper else " " * 12
+        lines.append(f"{name:<14}{cell(test['pop100'].get(name))}{paper}{cell(test['full'].get(name))}")
+    return "\n".join(lines)
