@@ -37,8 +37,10 @@ def _optimizer_state(model, optimizer) -> dict[str, Any]:
     return _rename_keys(optimizer.state_dict(), {p.name: f"@{n}" for n, p in model.named_parameters()})
 
 
-def save_checkpoint(path: str | Path, model, optimizer, state: dict[str, Any], config: dict[str, Any]) -> None:
-    """Write model + optimizer + trainer ``state`` (step, epoch, ...) + model ``config`` atomically."""
+def save_checkpoint(path: str | Path, model, optimizer, state: dict[str, Any], config: dict[str, Any],
+                    options: dict[str, Any] | None = None) -> None:
+    """Write model + optimizer + trainer ``state`` (step, epoch, ...) + model ``config`` + the run's training
+    ``options`` atomically."""
     payload = {
         "format_version": FORMAT_VERSION,
         "model": model.state_dict(),
@@ -46,6 +48,7 @@ def save_checkpoint(path: str | Path, model, optimizer, state: dict[str, Any], c
         "rng": paddle.get_rng_state(),
         "state": state,
         "config": config,
+        "options": options,
     }
     with atomic_path(path) as tmp:
         paddle.save(payload, str(tmp))

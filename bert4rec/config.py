@@ -217,6 +217,10 @@ class TrainOptions:
     def to_json(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
 
+    def resume_options(self) -> dict[str, Any]:
+        """The options a checkpoint records: resuming with other values would not continue the same run."""
+        return {name: getattr(self, name) for name in RESUME_OPTIONS}
+
     def model_specific_problem(self, model: str) -> str | None:
         """A flag set away from its default that the chosen model does not read (e.g. --MASKING for SASRec)."""
         for f in fields(self):
@@ -224,3 +228,17 @@ class TrainOptions:
             if owner and owner != model and getattr(self, f.name) != f.default:
                 return f"{f.metadata['flag']} applies to {owner} only, not to {model}"
         return None
+
+
+# trainrec.py's flag for each TrainOptions field (messages name flags, not fields)
+FLAGS = {
+    "config_path": "--CONFIG_PATH", "checkpoints": "--CHECKPOINTS", "batch_size": "--BATCH_SIZE", "lr": "--LR_RATE",
+    "warmup_steps": "--WARMUP_STEPS", "weight_decay": "--WEIGHT_DECAY", "max_len": "--MAX_LEN",
+    "num_train_steps": "--NUM_TRAIN_STEPS", "epochs": "--EPOCHS", "seed": "--SEED", "masking": "--MASKING",
+    "masked_lm_prob": "--MASKED_LM_PROB", "max_predictions": "--MAX_PREDICTIONS",
+    "mask_last_prob": "--MASK_LAST_PROB", "bucket": "--no-bucket", "clip_norm": "--CLIP_NORM",
+}
+# what a resumed run must share with the run it continues (the budget in minutes, validation frequency,
+# patience and the compute path may change)
+RESUME_OPTIONS = ("batch_size", "lr", "warmup_steps", "weight_decay", "max_len", "num_train_steps", "epochs",
+                  "seed", "masking", "masked_lm_prob", "max_predictions", "mask_last_prob", "bucket", "clip_norm")

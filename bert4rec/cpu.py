@@ -12,8 +12,11 @@ switches this module off entirely.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
+import warnings
 
 
 def _cpu_flags() -> tuple[str, set[str]]:
@@ -58,3 +61,23 @@ def configure_cpu_environment() -> dict[str, str]:
         applied["OMP_NUM_THREADS"] = str(max(1, usable_cores() // max(1, local_procs)))
     os.environ.update(applied)
     return applied
+
+
+def import_paddle(verbose: bool | None = None):
+    """Import Paddle without its start-up noise (the "OMP_NUM_THREADS ... WISELY" lines and the ccache warning)
+    unless ``verbose`` (default: ``BERT4REC_VERBOSE=1``); what it printed is shown if the import fails."""
+    if verbose is None:
+        verbose = os.environ.get("BERT4REC_VERBOSE", "0") == "1"
+    if verbose or "paddle" in sys.modules:
+        import paddle
+
+        return paddle
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(buffer), contextlib.redirect_stdout(buffer), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import paddle
+    except BaseException:
+        sys.stderr.write(buffer.getvalue())
+        raise
+    return paddle

@@ -31,6 +31,7 @@ import hashlib
 import os
 import platform
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -106,21 +107,82 @@ def _openmp_ldflags() -> list[str]:
     return ["-fopenmp"]
 
 
+def verbose() -> bool:
+    """Show Paddle's own messages (build output, INFO lines): ``--verbose`` / ``BERT4REC_VERBOSE=1``."""
+    return os.environ.get("BERT4REC_VERBOSE", "0") == "1"
+
+
+@contextlib.contextmanager
+def _captured_output():
+    """Send everything written to stdout/stderr, by Python or by child processes, to a temporary file; yields
+    a function returning what was written (shown only when something fails or with ``--verbose``)."""
+    if verbose():
+        yield lambda: ""
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        saved = [os.dup(1), os.dup(2)]
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yield lambda: (sink.seek(0), sink.read().decode("utf-8", "replace"))[1]
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def _import_built(name: str, library: Path):
+    """Register the ops of an already built library and return their Python module: no build subprocess, no
+    compiler, whatever path the sources were built from (the name is keyed by their content)."""
+    from paddle.utils.cpp_extension.extension_utils import (
+        _generate_python_module,
+        load_op_meta_info_and_register_op,
+    )
+
+    op_names = load_op_meta_info_and_register_op(str(library))
+    return _generate_python_module(name, op_names, str(library.parent), verbose=False)
+
+
+def _build(name: str, directory: Path):
+    """Compile the kernels (~1 min, once per machine and source version) quietly; one line says so."""
+    from paddle.utils.cpp_extension import load
+
+    print("bert4rec: building the fused CPU kernels (once per machine and version, about a minute)...",
+          file=sys.stderr, flush=True)
+    with _captured_output() as output:
+        try:
+            return load(name=name, sources=[str(s) for s in _sources()], build_directory=str(directory),
+                        extra_cxx_cflags=["-O3", "-march=native", "-fopenmp", "-fno-trapping-math"],
+                        extra_ldflags=_openmp_ldflags(), verbose=False)
+        except Exception as err:
+            tail = " | ".join(line for line in output().strip().splitlines()[-3:])
+            raise RuntimeError(f"{err}{'; ' + tail if tail else ''}") from None
+
+
 def _load():
     global _module, _failed
     if _module is not None or _failed:
         return _module
     try:
-        from paddle.utils.cpp_extension import load
-
         name = _build_name()
         directory = _build_dir() / name
+        library = directory / name / f"{name}.so"
         directory.mkdir(parents=True, exist_ok=True)
-        with open(directory / ".lock", "w") as lock, contextlib.redirect_stdout(sys.stderr):
+        with open(directory / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # several processes (data-parallel ranks) build only once
-            _module = load(name=name, sources=[str(s) for s in _sources()], build_directory=str(directory),
-                           extra_cxx_cflags=["-O3", "-march=native", "-fopenmp", "-fno-trapping-math"],
-                           extra_ldflags=_openmp_ldflags(), verbose=False)
+            try:
+                _module = _import_built(name, library) if library.is_file() else None
+            except Exception:  # noqa: BLE001 - a stale or foreign library: build afresh below
+                _module = None
+            if _module is None:
+                _module = _build(name, directory)
     except Exception as err:  # no compiler, unsupported platform...: the plain path still works
         _failed = True
         warnings.warn(f"bert4rec: fused CPU kernels unavailable ({type(err).__name__}: {err}); "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bert4rec.fileio import atomic_path
+from bert4rec.fileio import atomic_path, atomic_write_text
 
 # BERT4Rec paper, Table 2, ML-1m row (POP100 protocol: 100 popularity-sampled negatives)
 ML1M_ITEMS = 3416
@@ -25,6 +25,13 @@ class EventLog:
         if self.enabled:
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(event) + "\n")
+
+    def cut_after(self, step: int) -> None:
+        """Keep only what happened up to ``step`` (resuming from a checkpoint of that step: the steps after it are
+        run again and logged again; a test event belongs to a finished run)."""
+        if self.enabled and self.path.exists():
+            kept = [e for e in self.events() if e.get("event") != "test" and e.get("step", 0) <= step]
+            atomic_write_text(self.path, "".join(json.dumps(e) + "\n" for e in kept))
 
     def events(self) -> list[dict]:
         if not self.path.exists():

@@ -33,13 +33,14 @@ from tqdm import tqdm
 
 from bert4rec.batches import epoch_batches
 from bert4rec.checkpoint import load_checkpoint, restore, save_checkpoint
-from bert4rec.config import DEFAULT_TRAIN_STEPS, ModelConfig, TrainOptions
+from bert4rec.config import DEFAULT_TRAIN_STEPS, FLAGS, ModelConfig, TrainOptions
 from bert4rec.data.dataset import TrainingData, load_training_data
-from bert4rec.errors import UserError
+from bert4rec.errors import EnvironmentFailure, UserError
 from bert4rec.evaluate import evaluate
 from bert4rec.fileio import atomic_write_text
 from bert4rec.models import SequentialRecommender, build_model, config_from_dict, load_config
 from bert4rec.reporting import EventLog, results_table
+from bert4rec.rundir import check_run_dir, claim_run_dir
 
 SELECT_METRIC = ("full", "NDCG@10")
 GENERATE_HINT = "(generate the data with `cd bert_train && python gen_data_fin.py`)"
@@ -198,15 +199,22 @@ def validate_options(opts: TrainOptions) -> ModelConfig:
             raise UserError(f"{flag} {path}: file not found {GENERATE_HINT}")
     if opts.valid_path is not None and not Path(opts.valid_path).is_file():
         raise UserError(f"--VALIDATION_DATA_DIR {opts.valid_path}: file not found")
+    check_run_dir(opts.checkpoints)
     return config
 
 
 def resume(opts: TrainOptions, model: SequentialRecommender, optimizer, config: ModelConfig) -> TrainState:
-    """The trainer state of ``--INIT_CHECKPOINT``, its weights and optimizer state loaded into ``model``."""
+    """The trainer state of ``--INIT_CHECKPOINT``, its weights and optimizer state loaded into ``model``; the
+    checkpoint must come from the same model config and the same training flags."""
     payload = load_checkpoint(opts.init_checkpoint)
     if config_from_dict(payload["config"], str(opts.init_checkpoint)) != config:
         raise UserError(f"{opts.init_checkpoint}: checkpoint was trained with a different model config than "
                         f"{opts.config_path}")
+    recorded = payload.get("options") or {}
+    for name, value in opts.resume_options().items():
+        if name in recorded and recorded[name] != value:
+            raise UserError(f"{opts.init_checkpoint}: the run was started with {FLAGS[name]} {recorded[name]}, "
+                            f"not {value}; resume with the same flags, or start a new run in another --CHECKPOINTS")
     return TrainState(**restore(payload, model, optimizer))
 
 
@@ -217,6 +225,12 @@ def train(opts: TrainOptions) -> dict:
     """Train, select on validation, test once; returns the results dict (also written to results.json)."""
     config = validate_options(opts)
     rank, world = setup_device(opts.device)
+    with claim_run_dir(opts.checkpoints, enabled=rank == 0):
+        return run_training(opts, config, rank, world)
+
+
+def run_training(opts: TrainOptions, config: ModelConfig, rank: int, world: int) -> dict:
+    """Everything of ``train`` after the flags are checked and the run folder is ours."""
     is_main = rank == 0
     data = load_training_data(opts.vocab_path, opts.train_path, opts.valid_path, opts.test_path, opts.max_len)
     config = config.with_vocab(data.vocab.size, str(opts.config_path), str(opts.vocab_path))
@@ -225,7 +239,6 @@ def train(opts: TrainOptions) -> dict:
     model = build_model(config, kernels=opts.kernels, max_len=opts.max_len)
     batches = model.training_batches(data, opts) if model.trainable else None
     description = model.describe()  # builds the fused kernels once, before any timing
-    opts.checkpoints.mkdir(parents=True, exist_ok=True)
     log = EventLog(opts.checkpoints, enabled=is_main)
     if is_main:
         print(f"model: {config.MODEL}, {description}")
@@ -233,6 +246,7 @@ def train(opts: TrainOptions) -> dict:
     state = TrainState()
     if opts.init_checkpoint is not None:
         state = resume(opts, model, optimizer, config)
+        log.cut_after(state.step)  # the steps after the checkpoint are run (and logged) again
         if is_main:
             print(f"resumed from {opts.init_checkpoint} at step {state.step}")
     elif is_main and log.path.exists():
@@ -240,8 +254,13 @@ def train(opts: TrainOptions) -> dict:
     started_wall = time.time() - state.train_seconds
 
     def checkpoint(name: str, with_optimizer: bool = True) -> None:
-        save_checkpoint(opts.checkpoints / name, model, optimizer if with_optimizer else None, asdict(state),
-                        config.to_dict())
+        path = opts.checkpoints / name
+        try:
+            save_checkpoint(path, model, optimizer if with_optimizer else None, asdict(state), config.to_dict(),
+                            opts.resume_options())
+        except OSError as err:  # disk full...: the temp file is gone, the previous checkpoint untouched
+            kept = f"; the previous {name} is intact" if path.exists() else ""
+            raise EnvironmentFailure(f"{path}: cannot save the checkpoint ({err.strerror}){kept}") from None
 
     def run_validation() -> bool:
         """Evaluate on validation, checkpoint; returns True when training should stop early."""
@@ -282,7 +301,6 @@ def train(opts: TrainOptions) -> dict:
 
     train_model = paddle.DataParallel(model) if world > 1 else model
     total_steps = total_steps_for(opts, batches.num_examples)
-    deadline = time.time() + opts.max_minutes * 60 if opts.max_minutes else None
     model.train()
     progress = tqdm(total=total_steps, initial=state.step, disable=not (opts.progress and is_main),
                     unit="step", dynamic_ncols=True, desc="train")
@@ -314,7 +332,7 @@ def train(opts: TrainOptions) -> dict:
                                "minutes": round(state.train_seconds / 60, 3)})
                     window_seqs, window_start = 0, time.perf_counter()
                 progress.update(1)
-                out_of_time = deadline is not None and time.time() >= deadline
+                out_of_time = opts.max_minutes is not None and state.train_seconds >= opts.max_minutes * 60
                 if state.step % opts.eval_every == 0 or state.step == total_steps or out_of_time:
                     eval_start = time.perf_counter()
                     if run_validation():

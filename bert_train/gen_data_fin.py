@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = p.add_argument_group("filtering and split")
     sp.add_argument("--min_item_count", type=int, default=d.min_item_count, help="drop rarer items")
+    sp.add_argument("--drop_duplicates", action="store_true",
+                    help="drop lines repeating an earlier (user, item, timestamp); by default they are kept, "
+                    "counted in stats.json and warned about")
     sp.add_argument(
         "--holdout",
         default=d.holdout,
@@ -123,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         random_seed=args.random_seed,
         eval_seed=args.eval_seed,
         num_negatives=args.num_negatives,
+        drop_duplicates=args.drop_duplicates,
         force=args.force,
     )
     stats = generate_dataset(opts, progress=False if args.no_progress else None)

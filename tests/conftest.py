@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -146,3 +148,70 @@ def write_raw(data: Synthetic, directory: Path, fmt: str, packaging: str = "file
 @pytest.fixture(scope="session")
 def synthetic() -> Synthetic:
     return make_synthetic()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training on a planted sequential pattern (every model learns it in seconds)
+# ---------------------------------------------------------------------------------------------------------
+
+NUM_ITEMS = 60
+
+
+def write_planted_sequences(path: Path, n_users: int = 300, seed: int = 0, num_items: int = NUM_ITEMS) -> None:
+    """Each user walks a fixed permutation of the items (next = perm[current]) with 10% random jumps."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(num_items) + 1
+    lines = []
+    for user in range(1, n_users + 1):
+        item = int(rng.integers(1, num_items + 1))
+        for _ in range(int(rng.integers(10, 25))):
+            lines.append(f"{user} {item}")
+            item = int(perm[item - 1]) if rng.random() < 0.9 else int(rng.integers(1, num_items + 1))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def tiny_config(path: Path, **overrides) -> Path:
+    cfg = dict(vocab_size=NUM_ITEMS + 4, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+               intermediate_size=64, max_position_embeddings=50, hidden_dropout_prob=0.1,
+               attention_probs_dropout_prob=0.1, hidden_act="gelu", initializer_range=0.02)
+    cfg.update(overrides)
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+@pytest.fixture(scope="session")
+def planted(tmp_path_factory):
+    """Generated data (``valid_test``, 20 negatives) of 300 users walking a permutation of 60 items."""
+    from bert4rec.data import GenerateOptions, generate_dataset
+
+    root = tmp_path_factory.mktemp("planted")
+    raw = root / "seq.txt"
+    write_planted_sequences(raw)
+    data_dir = root / "data"
+    opts = GenerateOptions(raw_path=raw, format="seq", output_dir=data_dir, max_seq_length=50, dupe_factor=3,
+                           min_item_count=1, num_negatives=20)
+    generate_dataset(opts, progress=False, log=lambda *a: None)
+    return root, data_dir
+
+
+
+def mostpop_results(root: Path, data_dir: Path) -> dict:
+    """MostPop through the trainer, the floor every model must beat."""
+    from bert4rec.train import train
+
+    config = root / "mostpop_model.json"
+    config.write_text('{"model": "MostPop"}')
+    return train(options(root, data_dir, "mostpop", config_path=config))
+
+
+def options(root: Path, data_dir: Path, name: str, **kw):
+    """Training options of a short run on the planted data (config: ``tiny_config`` unless given)."""
+    from bert4rec.config import TrainOptions
+
+    base = dict(config_path=tiny_config(root / f"{name}.json"), train_path=data_dir / "train.txt",
+                valid_path=data_dir / "valid.txt", test_path=data_dir / "test.txt",
+                vocab_path=data_dir / "vocab.txt", checkpoints=root / name, batch_size=64, lr=5e-3,
+                warmup_steps=10, max_len=50, num_train_steps=150, eval_every=50, patience=5, progress=False,
+                seed=7)
+    base.update(kw)
+    return TrainOptions(**base)

@@ -23,14 +23,21 @@ def bench():
     return module
 
 
-def test_stratified_spreads_evenly(bench):
-    assert bench.stratified(10, 5).tolist() == [1, 3, 5, 7, 9]
-    assert bench.stratified(7, 7).tolist() == list(range(7))
-    assert bench.stratified(441, 1).tolist() == [220]
-    picks = bench.stratified(441, 40)
+@pytest.fixture(scope="module")
+def samples(bench):
+    import samples  # bench/samples.py (bench.py puts bench/ on sys.path)
+
+    return samples
+
+
+def test_stratified_spreads_evenly(samples):
+    assert samples.stratified(10, 5).tolist() == [1, 3, 5, 7, 9]
+    assert samples.stratified(7, 7).tolist() == list(range(7))
+    assert samples.stratified(441, 1).tolist() == [220]
+    picks = samples.stratified(441, 40)
     assert len(set(picks.tolist())) == 40 and picks.min() >= 0 and picks.max() < 441
     with pytest.raises(ValueError):
-        bench.stratified(3, 4)
+        samples.stratified(3, 4)
 
 
 def test_worker_env_naive_gets_paddle_defaults(bench):
@@ -91,6 +98,11 @@ def _fake_result(bench, error: bool = False) -> dict:
                      "cpu_settings_applied": {"MKL_DEBUG_CPU_TYPE": "5"}},
         "naive_256": {"seq_per_s": 5.0, "masked_items_per_s": 120.0, "steps": 4, "batch": 256,
                       "env": {}, "env_after_paddle_import": {"OMP_NUM_THREADS": "1"}},
+        "ours_sasrec": {"seq_per_s": 300.0, "masked_items_per_s": 30000.0, "steps": 30, "batch": 256,
+                        "fused": True, "env": {}, "env_after_paddle_import": env_ours,
+                        "cpu_settings_applied": env_ours},
+        "naive_sasrec": {"seq_per_s": 7.5, "masked_items_per_s": 750.0, "steps": 4, "batch": 256,
+                         "env": {}, "env_after_paddle_import": {"OMP_NUM_THREADS": "1"}},
         "eval": {"num_users": 6040, "repeats": 3, "full_seconds": 5.0, "pop100_seconds": 4.0},
     }
     seq = {k: jobs[k].get("seq_per_s") for k in bench.TRAIN_KEYS}
@@ -102,15 +114,15 @@ def _fake_result(bench, error: bool = False) -> dict:
         "gen_data_seconds": 3.5, "gen_data": {"seconds": 3.5},
         "train_seq_per_s": seq,
         "masked_items_per_s": {k: jobs[k].get("masked_items_per_s") for k in bench.TRAIN_KEYS},
-        "speedup_64": bench.ratio(seq["ours_64"], seq["naive_64"]),
-        "speedup_256": bench.ratio(seq["ours_256"], seq["naive_256"]),
+        **{f"speedup_{m}": bench.ratio(seq[f"ours_{m}"], seq[f"naive_{m}"]) for m in bench.MODELS},
         "eval_full_seconds": 5.0, "eval_pop100_seconds": 4.0, "jobs": jobs,
     }
 
 
 def test_results_table(bench):
     table = bench.results_table(_fake_result(bench))
-    assert "speedup 64" in table and "20.00x" in table and "AMD EPYC" in table
+    assert "speedup BERT4Rec 64" in table and "20.00x" in table and "AMD EPYC" in table
+    assert "speedup SASRec ce" in table and "40.00x" in table
     assert "fused=on" in table and "fused=?" in table and "OMP_NUM_THREADS=1 (Paddle's default)" in table
     assert "OMP_NUM_THREADS=2 (bert4rec) MKL_DEBUG_CPU_TYPE=5 (bert4rec)" in table
     assert "OMP_NUM_THREADS=2 (user) MKL_DEBUG_CPU_TYPE=5 (bert4rec)" in table
@@ -137,39 +149,64 @@ def _write_train(path: Path, n: int, rng: np.random.Generator) -> list[tuple[lis
     return rows
 
 
-def test_sample_matches_train_file_and_is_shared(bench, tmp_path):
+def test_sample_matches_train_file_and_is_shared(samples, tmp_path):
     from bert4rec.batches import epoch_batches
     from bert4rec.data import load_train_instances
     from bert4rec.models.bert4rec import collate_masked
 
     rows = _write_train(tmp_path / "train.txt", 256 * 6 + 17, np.random.default_rng(0))
-    info = bench.write_sample(tmp_path, tmp_path / "sample.npz", timed_batches=4, warmup=1)
+    info = samples.write_sample(tmp_path, tmp_path / "sample.npz", timed_batches=4, warmup=1)
     assert info["train_instances"] == len(rows) and info["epoch_batches"] == 7 and info["sample_batches"] == 4
-    sample = bench.load_sample(tmp_path / "sample.npz")
+    sample = samples.load_sample(tmp_path / "sample.npz")
     assert sample["timed"].shape == (4, 256) and sample["warmup"].shape == (1, 256)
 
     # the timed batches are batches of the trainer's epoch, and collate to the same arrays
     inst = load_train_instances(tmp_path / "train.txt")
-    epoch = epoch_batches(inst.lengths, 256, np.random.default_rng([bench.SEED, 0]), bucket=True)
+    epoch = epoch_batches(inst.lengths, 256, np.random.default_rng([samples.SEED, 0]), bucket=True)
     epoch_sets = {frozenset(b.tolist()) for b in epoch}
     ids = sample["instance_ids"]
-    for batch in [*sample["warmup"], *bench.sample_batches(sample, 4, naive=False)]:
+    for batch in [*sample["warmup"], *samples.sample_batches(sample, 4, naive=False)]:
         assert frozenset(ids[batch].tolist()) in epoch_sets
-        mine = bench._collate(sample, batch, None)
+        mine = samples.masked_batch(sample, batch, None)
         theirs = collate_masked(inst, ids[batch])
         for field in ("input_ids", "flat_positions", "labels"):
             assert np.array_equal(getattr(mine, field), getattr(theirs, field))
     assert set(ids[sample["warmup"]].reshape(-1).tolist()).isdisjoint(ids[sample["timed"]].reshape(-1).tolist())
 
     # fewer steps: a subset of the same batches; naive: the same instances, reshuffled, padded to 200
-    ours2 = bench.sample_batches(sample, 2, naive=False)
-    naive2 = bench.sample_batches(sample, 2, naive=True)
+    ours2 = samples.sample_batches(sample, 2, naive=False)
+    naive2 = samples.sample_batches(sample, 2, naive=True)
     assert sorted(np.concatenate(ours2).tolist()) == sorted(np.concatenate(naive2).tolist())
     assert {frozenset(b.tolist()) for b in ours2} <= {frozenset(b.tolist()) for b in sample["timed"]}
-    naive_batch = bench._collate(sample, naive2[0], 200)
+    naive_batch = samples.masked_batch(sample, naive2[0], 200)
     assert naive_batch.input_ids.shape == (256, 200)
-    ours_masked = sum(len(bench._collate(sample, b, None).labels) for b in ours2)
-    assert ours_masked == sum(len(bench._collate(sample, b, 200).labels) for b in naive2)
+    ours_masked = sum(len(samples.masked_batch(sample, b, None).labels) for b in ours2)
+    assert ours_masked == sum(len(samples.masked_batch(sample, b, 200).labels) for b in naive2)
+
+
+def test_window_sample_is_the_sasrec_trainers_batches(samples, tmp_path):
+    from bert4rec.batches import epoch_batches
+    from bert4rec.data import load_windows
+
+    rng = np.random.default_rng(1)
+    lines = [f"{i + 1}\t{' '.join(map(str, rng.integers(1, 50, size=int(rng.integers(1, 200)))))}"
+             for i in range(256 * 5 + 9)]
+    (tmp_path / "train_windows.txt").write_text("\n".join(lines) + "\n")
+    info = samples.write_window_sample(tmp_path, tmp_path / "windows.npz", timed_batches=3, warmup=1)
+    windows = load_windows(tmp_path / "train_windows.txt")
+    keep = np.flatnonzero(windows.lengths >= 2)  # one item: nothing to predict, the trainer skips it
+    assert info["train_windows"] == len(keep) < len(windows)
+    sample = samples.load_sample(tmp_path / "windows.npz")
+    epoch = epoch_batches(windows.lengths[keep], 256, np.random.default_rng([samples.SEED, 0]), bucket=True)
+    epoch_sets = {frozenset(keep[b].tolist()) for b in epoch}
+    for batch in samples.sample_batches(sample, 3, naive=False):
+        assert frozenset(sample["window_ids"][batch].tolist()) in epoch_sets
+        made = samples.next_item_batch(sample, batch, None)
+        first = windows.window(sample["window_ids"][batch[0]])
+        assert made.input_ids[0, : len(first) - 1].tolist() == first[:-1].tolist()
+        assert len(made.labels) == sum(len(windows.window(w)) - 1 for w in sample["window_ids"][batch])
+    padded = samples.next_item_batch(sample, samples.sample_batches(sample, 3, naive=True)[0], 200)
+    assert padded.input_ids.shape == (256, 200)
 
 
 def _run(args: list[str]) -> subprocess.CompletedProcess:

@@ -74,3 +74,67 @@ def test_trainrec_rejects_unknown_flags_with_exit_code_2():
     proc = subprocess.run([sys.executable, str(REPO / "trainrec.py"), "--NOT_A_FLAG", "1"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "unrecognized arguments" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+
+def test_shipped_model_configs_name_their_model():
+    from bert4rec.models.mostpop import MostPopConfig
+    from bert4rec.models.sasrec import SASRecConfig
+
+    sasrec = load_config(REPO / "bert_train" / "sasrec_config_ml-1m.json")
+    assert isinstance(sasrec, SASRecConfig) and sasrec.vocab_size == "auto"
+    assert (sasrec.hidden_size, sasrec.num_hidden_layers, sasrec.num_attention_heads) == (64, 2, 1)
+    assert sasrec.max_position_embeddings == 200 and sasrec.loss == "ce"
+    assert isinstance(load_config(REPO / "bert_train" / "mostpop_config.json"), MostPopConfig)
+    assert isinstance(load_config(REPO / "bert_train" / "bert_config_ml-1m_64.json"), BERT4RecConfig)
+
+
+def test_recbole_names_are_aliases(tmp_path):
+    path = write(tmp_path, {"model": "SASRec", "n_layers": 3, "n_heads": 4, "inner_size": 128,
+                            "attn_dropout_prob": 0.3, "loss_type": "CE", "hidden_size": 32})
+    cfg = load_config(path)
+    assert (cfg.num_hidden_layers, cfg.num_attention_heads, cfg.intermediate_size) == (3, 4, 128)
+    assert cfg.attention_probs_dropout_prob == 0.3 and cfg.loss == "ce"
+
+
+@pytest.mark.parametrize("raw,needle", [
+    ({"model": "SASRec", "n_layers": 3, "num_hidden_layers": 2}, "another spelling of 'num_hidden_layers'"),
+    ({"model": "GPT4Rec"}, "model must be one of"),
+    ({"model": "SASRec", "loss": "mse"}, "loss: must be one of"),
+    ({"model": "MostPop", "hidden_size": 64}, "unknown key 'hidden_size' for MostPop"),
+    ({"model": "SASRec", "vocab_size": "many"}, "vocab_size"),
+])
+def test_bad_model_configs(tmp_path, raw, needle):
+    path = write(tmp_path, raw)
+    with pytest.raises(UserError) as err:
+        load_config(path)
+    assert needle in str(err.value) and str(path) in str(err.value)
+
+
+def test_config_that_is_not_utf8_or_nested_too_deep_is_one_line(tmp_path):
+    latin = tmp_path / "latin.json"
+    latin.write_bytes('{\n  "model": "SASRec", "note": "café"\n}'.encode("latin-1"))
+    with pytest.raises(UserError, match=r"latin\.json:2: not UTF-8"):
+        load_config(latin)
+    deep = write(tmp_path, "[" * 100_000 + "]" * 100_000)
+    with pytest.raises(UserError, match="nested too deeply"):
+        load_config(deep)
+
+
+def test_vocab_size_auto_resolves_and_a_number_must_match():
+    cfg = BERT4RecConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                         max_position_embeddings=10)
+    assert cfg.vocab_size == "auto" and cfg.with_vocab(64, "c.json", "vocab.txt").vocab_size == 64
+    fixed = BERT4RecConfig(**{**cfg.__dict__, "vocab_size": 60})
+    with pytest.raises(UserError, match="vocab_size is 60 but vocab.txt has 64 tokens"):
+        fixed.with_vocab(64, "c.json", "vocab.txt")
+
+
+def test_bert4rec_only_flags_are_refused_for_other_models(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "trainrec.py"), "--CONFIG_PATH",
+                           str(REPO / "bert_train" / "sasrec_config_ml-1m.json"), "--MASKING", "fixed",
+                           "--DATA_DIR", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--MASKING applies to BERT4Rec only, not to SASRec" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -658,10 +658,18 @@ def test_cli_downloads_caches_and_checks_md5(tmp_path, synthetic, capsys, monkey
         assert code == 0, err
         assert (raw_dir / "ml-1m.zip").read_bytes() == zip_path.read_bytes()
         assert load_vocab(out / "vocab.txt").num_items == 46
-    # server gone: the cached zip is used, no download attempted
+    # server gone: the cached zip is used, no download attempted, but its md5 is checked again
     monkeypatch.setenv("BERT4REC_DOWNLOAD_URL", "http://127.0.0.1:9/")
-    code, stdout, _ = run_cli_inprocess([*base, "--force"], capsys)
+    code, stdout, _ = run_cli_inprocess([*base, "--force", "--download_md5", md5], capsys)
     assert code == 0 and "downloading" not in stdout
+    code, _, err = run_cli_inprocess([*base, "--force"], capsys)  # GroupLens's md5: not this synthetic zip
+    assert_user_error(code, err, str(raw_dir / "ml-1m.zip"), "does not match", "delete it to download again")
+    damaged = bytearray((raw_dir / "ml-1m.zip").read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    (raw_dir / "ml-1m.zip").write_bytes(bytes(damaged))
+    code, _, err = run_cli_inprocess([*base, "--force", "--download_md5", md5], capsys)
+    assert_user_error(code, err, "md5", "does not match")
+    assert (raw_dir / "ml-1m.zip").read_bytes() == bytes(damaged)  # the user's file is never deleted
     # offline with nothing cached: one line naming the URL and where to put the zip
     code, _, err = run_cli_inprocess(["--raw_dir", str(tmp_path / "empty"), "--output_dir", str(out)], capsys)
     assert_user_error(code, err, "http://127.0.0.1:9/ml-1m.zip", str(tmp_path / "empty" / "ml-1m.zip"))

@@ -130,27 +130,45 @@ def test_bias_softmax_cross_entropy_rejects_bad_labels():
         fo.bias_softmax_cross_entropy(paddle.zeros([2, 5]), paddle.zeros([5]), paddle.to_tensor([1, 5]))
 
 
-def plain_attention(qkv, bias, lengths, heads):
+def plain_attention(qkv, bias, lengths, heads, causal=False):
     batch, length, three_h = qkv.shape
     hidden = three_h // 3
     dh = hidden // heads
     q, k, v = paddle.unbind((qkv + bias).reshape([batch, length, 3, heads, dh]).transpose([2, 0, 3, 1, 4]), 0)
     real = (paddle.arange(length).unsqueeze(0) < lengths.unsqueeze(1)).astype("float32")
     mask = ((1.0 - real) * -1e9).unsqueeze([1, 2])
+    if causal:  # key j > query i: excluded
+        mask = mask + (paddle.triu(paddle.ones([length, length]), diagonal=1) * -1e9).unsqueeze([0, 1])
     probs = F.softmax(paddle.matmul(q, k, transpose_y=True) / math.sqrt(dh) + mask, axis=-1)
     out = paddle.matmul(probs, v).transpose([0, 2, 1, 3]).reshape([batch, length, hidden])
     return out * real.unsqueeze(-1)  # padded query rows: zeros in the fused op, unused anyway
 
 
+@pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("heads,hidden,length", [(2, 64, 23), (4, 48, 9), (1, 20, 13)])
-def test_fused_attention_matches_plain(heads, hidden, length):
+def test_fused_attention_matches_plain(heads, hidden, length, causal):
     lengths = paddle.to_tensor([length, 5, max(1, length - 6), 1], dtype="int64")
     inputs = [param([4, length, 3 * hidden], 18), param([3 * hidden], 19)]
 
     def fused(qkv, b):
-        return fo.fused_attention(qkv, b, lengths, heads, 0.0, True)
+        return fo.fused_attention(qkv, b, lengths, heads, 0.0, True, causal)
 
-    check_op(fused, lambda qkv, b: plain_attention(qkv, b, lengths, heads), inputs, [4, length, hidden])
+    check_op(fused, lambda qkv, b: plain_attention(qkv, b, lengths, heads, causal), inputs, [4, length, hidden])
+
+
+def test_causal_attention_never_looks_ahead_even_with_dropout():
+    """Changing the keys/values of positions > t leaves every output at positions <= t bitwise unchanged."""
+    batch, length, hidden, heads, t = 3, 17, 32, 2, 6
+    base = np.random.default_rng(40).normal(size=[batch, length, 3 * hidden]).astype("float32")
+    changed = base.copy()
+    changed[:, t + 1:] = np.random.default_rng(41).normal(size=changed[:, t + 1:].shape)
+    bias, lengths = param([3 * hidden], 42), paddle.full([batch], length, dtype="int64")
+    outs = []
+    for x in (base, changed):
+        paddle.seed(43)
+        outs.append(fo.fused_attention(paddle.to_tensor(x), bias, lengths, heads, 0.3, True, True).numpy())
+    assert np.array_equal(outs[0][:, : t + 1], outs[1][:, : t + 1])
+    assert not np.allclose(outs[0][:, t + 1:], outs[1][:, t + 1:])
 
 
 # -------------------------------------------------------------------------------------------- dropout
@@ -173,6 +191,19 @@ def test_attention_dropout_statistics(p):
     fraction, out = attention_keep_fraction(p, seed=1)
     assert abs(fraction - (1.0 - p)) < 0.01
     assert abs(out.mean() - 1.0) < 0.02  # unbiased
+
+
+def test_causal_attention_dropout_keeps_whole_keys_of_the_past():
+    """Uniform causal attention over v = 1: query i's output is (kept keys among its i + 1) / ((i + 1)(1 - p))."""
+    p, batch, length, heads, hidden = 0.4, 8, 40, 2, 16
+    qkv = paddle.zeros([batch, length, 3 * hidden])
+    bias = paddle.concat([paddle.zeros([2 * hidden]), paddle.ones([hidden])])
+    paddle.seed(44)
+    out = fo.fused_attention(qkv, bias, paddle.full([batch], length, dtype="int64"), heads, p, True, True).numpy()
+    kept = out * np.arange(1, length + 1)[None, :, None] * (1.0 - p)
+    assert_close(kept, np.round(kept), atol=1e-3)
+    assert np.all(kept <= np.arange(1, length + 1)[None, :, None] + 1e-3)  # never more keys than the past
+    assert abs(kept.sum() / (np.arange(1, length + 1).sum() * batch * hidden) - (1.0 - p)) < 0.02
 
 
 def residual_dropout_mask(p, seed, shape=(6, 50, 64)):

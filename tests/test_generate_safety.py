@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 
 from conftest import write_raw
@@ -131,3 +132,49 @@ def test_read_only_filesystem_is_one_line(tmp_path, synthetic, capsys, monkeypat
     code, _, err = gen_cli(raw, tmp_path / "out", capsys)
     assert code == 3 and err.count("\n") == 1 and "Read-only file system" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_duplicate_lines_are_counted_warned_and_droppable(tmp_path, synthetic, capsys):
+    rows = synthetic.rows + synthetic.rows  # u.data concatenated with itself
+    seen, first = set(), []
+    for row in rows:
+        if (row[0], row[1], row[3]) not in seen:
+            seen.add((row[0], row[1], row[3]))
+            first.append(row)
+    expected = len(rows) - len(first)
+    twice = tmp_path / "twice" / "u.data"
+    twice.parent.mkdir()
+    twice.write_text("".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in rows))
+    code, out, err = gen_cli(twice, tmp_path / "kept", capsys)
+    assert code == 0, err
+    assert f"{expected:,} lines repeat an earlier (user, item, timestamp)" in out
+    assert expected > len(synthetic.rows) // 2
+    stats = json.loads((tmp_path / "kept" / "stats.json").read_text())
+    assert stats["duplicate_interactions"] == expected and not stats["duplicates_dropped"]
+    code, out, err = gen_cli(twice, tmp_path / "dropped", capsys, "--drop_duplicates")
+    assert code == 0, err
+    unique = tmp_path / "unique" / "u.data"
+    unique.parent.mkdir()
+    unique.write_text("".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in first))
+    reference = generate(unique, tmp_path / "reference")
+    dropped = json.loads((tmp_path / "dropped" / "stats.json").read_text())
+    assert dropped["duplicates_dropped"] and dropped["num_interactions"] == reference["num_interactions"]
+    assert (tmp_path / "dropped" / "test.txt").read_text() == (tmp_path / "reference" / "test.txt").read_text()
+
+
+def test_a_corrupt_zip_member_is_one_line(tmp_path, synthetic, capsys):
+    import zipfile
+
+    from conftest import ratings_text
+
+    path = tmp_path / "ml-1m.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("ml-1m/ratings.dat", ratings_text(synthetic, "ml-1m") * 20)
+    data = bytearray(path.read_bytes())
+    start = 30 + len("ml-1m/ratings.dat")  # the local header, then the deflated bytes
+    for k in range(start + 50, start + 400, 7):
+        data[k] ^= 0x5A
+    path.write_bytes(bytes(data))
+    code, _, err = gen_cli(path, tmp_path / "out", capsys)
+    assert_user_error(code, err, "ml-1m.zip", "cannot read the zip")
+    assert not (tmp_path / "out").exists()

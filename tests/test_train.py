@@ -11,68 +11,16 @@ from pathlib import Path
 import numpy as np
 import paddle
 import pytest
+from conftest import NUM_ITEMS, mostpop_results, options, tiny_config, write_planted_sequences
 
 from bert4rec.batches import epoch_batches
 from bert4rec.checkpoint import load_checkpoint
-from bert4rec.data import GenerateOptions, generate_dataset, load_eval_set, load_train_instances
+from bert4rec.data import load_eval_set, load_train_instances
 from bert4rec.errors import UserError
 from bert4rec.models.bert4rec import BERT4Rec, BERT4RecConfig, collate_masked
-from bert4rec.train import TrainOptions, learning_rate, train
+from bert4rec.train import learning_rate, train
 
 REPO = Path(__file__).resolve().parents[1]
-NUM_ITEMS = 60
-
-
-def write_planted_sequences(path: Path, n_users: int = 300, seed: int = 0, num_items: int = NUM_ITEMS) -> None:
-    """Each user walks a fixed permutation of the items (next = perm[current]) with 10% random jumps."""
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(num_items) + 1
-    lines = []
-    for user in range(1, n_users + 1):
-        item = int(rng.integers(1, num_items + 1))
-        for _ in range(int(rng.integers(10, 25))):
-            lines.append(f"{user} {item}")
-            item = int(perm[item - 1]) if rng.random() < 0.9 else int(rng.integers(1, num_items + 1))
-    path.write_text("\n".join(lines) + "\n")
-
-
-def tiny_config(path: Path, **overrides) -> Path:
-    cfg = dict(vocab_size=NUM_ITEMS + 4, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-               intermediate_size=64, max_position_embeddings=50, hidden_dropout_prob=0.1,
-               attention_probs_dropout_prob=0.1, hidden_act="gelu", initializer_range=0.02)
-    cfg.update(overrides)
-    path.write_text(json.dumps(cfg))
-    return path
-
-
-@pytest.fixture(scope="module")
-def planted(tmp_path_factory):
-    root = tmp_path_factory.mktemp("planted")
-    raw = root / "seq.txt"
-    write_planted_sequences(raw)
-    data_dir = root / "data"
-    opts = GenerateOptions(raw_path=raw, format="seq", output_dir=data_dir, max_seq_length=50, dupe_factor=3,
-                           min_item_count=1, num_negatives=20)
-    generate_dataset(opts, progress=False, log=lambda *a: None)
-    return root, data_dir
-
-
-def mostpop_results(root: Path, data_dir: Path) -> dict:
-    config = root / "mostpop_model.json"
-    config.write_text('{"model": "MostPop"}')
-    return train(options(root, data_dir, "mostpop", config_path=config))
-
-
-def options(root: Path, data_dir: Path, name: str, **kw) -> TrainOptions:
-    base = dict(config_path=tiny_config(root / f"{name}.json"), train_path=data_dir / "train.txt",
-                valid_path=data_dir / "valid.txt", test_path=data_dir / "test.txt",
-                vocab_path=data_dir / "vocab.txt", checkpoints=root / name, batch_size=64, lr=5e-3,
-                warmup_steps=10, max_len=50, num_train_steps=150, eval_every=50, patience=5, progress=False,
-                seed=7)
-    base.update(kw)
-    return TrainOptions(**base)
-
-
 def test_short_training_clearly_beats_popularity(planted):
     root, data_dir = planted
     results = train(options(root, data_dir, "beats_pop"))
@@ -203,9 +151,13 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(planted):
     assert "resume with --INIT_CHECKPOINT" in out and "Traceback" not in err
     state = load_checkpoint(ck / "last.pdparams")["state"]
     assert state["step"] >= 3 and not state["finished"]
-    resumed = train(options(root, data_dir, "sigint", config_path=cfg, init_checkpoint=ck / "last.pdparams",
-                            num_train_steps=state["step"] + 2, eval_every=100))
-    assert resumed["steps"] == state["step"] + 2
+    same_flags = dict(config_path=cfg, init_checkpoint=ck / "last.pdparams", batch_size=16, num_train_steps=100000,
+                      lr=2e-3, warmup_steps=100, seed=42, max_len=50)
+    with pytest.raises(UserError, match="started with --BATCH_SIZE 16, not 64"):
+        train(options(root, data_dir, "sigint", **{**same_flags, "batch_size": 64}))
+    with pytest.raises(KeyboardInterrupt):
+        train(options(root, data_dir, "sigint", stop_at_step=state["step"] + 2, eval_every=100, **same_flags))
+    assert load_checkpoint(ck / "last.pdparams")["state"]["step"] == state["step"] + 2
 
 
 def test_results_table_shows_the_paper_row_only_for_ml_1m():

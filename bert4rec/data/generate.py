@@ -29,6 +29,7 @@ from bert4rec.data.raw import FORMATS, parse_interactions, read_raw, resolve_raw
 from bert4rec.data.split import (
     HOLDOUTS,
     build_sequences,
+    duplicate_interactions,
     min_user_length,
     sample_popular_negatives,
     split_leave_one_out,
@@ -63,6 +64,7 @@ class GenerateOptions:
     random_seed: int = 12345
     eval_seed: int = 98765
     num_negatives: int = 100
+    drop_duplicates: bool = False  # drop repeated (user, item, timestamp) lines (kept and counted by default)
     force: bool = False
 
     def resolved_output_dir(self) -> Path:
@@ -86,6 +88,7 @@ class GenerateOptions:
             "random_seed",
             "eval_seed",
             "num_negatives",
+            "drop_duplicates",
         )
         return {k: getattr(self, k) for k in keys}
 
@@ -256,6 +259,13 @@ def generate_dataset(
         return stats
 
     inter = parse_interactions(raw)
+    duplicates = duplicate_interactions(inter) if raw.format != "seq" else np.zeros(len(inter.users), dtype=bool)
+    num_duplicates = int(duplicates.sum())
+    if num_duplicates:
+        if opts.drop_duplicates:
+            inter = inter.subset(~duplicates)
+        what = "dropped" if opts.drop_duplicates else "kept as separate interactions; --drop_duplicates drops them"
+        log(f"warning: {raw.label}: {num_duplicates:,} lines repeat an earlier (user, item, timestamp) ({what})")
     t = lap("parse", t)
     seq = build_sequences(inter, opts.min_item_count, min_user_length(opts.holdout))
     del inter
@@ -313,6 +323,8 @@ def generate_dataset(
         "vocab_size": num_items + 1 + len(SPECIAL_TOKENS),
         "pad_id": 0,
         "mask_id": mask_id,
+        "duplicate_interactions": num_duplicates,
+        "duplicates_dropped": bool(opts.drop_duplicates and num_duplicates),
         "dropped_short_users": seq.dropped_short_users,
         "dropped_short_user_interactions": seq.dropped_short_interactions,
         "min_user_interactions": min_user_length(opts.holdout),

@@ -14,6 +14,7 @@ import re
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,14 +117,30 @@ def resolve_raw_path(opts: GenerateOptions, progress: bool | None = None, log: C
             f"({known}); pass --raw_path"
         )
     raw_dir = opts.resolved_raw_dir()
-    for candidate in (raw_dir / opts.data_name, raw_dir / f"{opts.data_name}.zip"):
-        if candidate.exists():
-            return candidate
+    expected_md5 = opts.download_md5 or DOWNLOAD_MD5[opts.data_name]
+    folder, archive = raw_dir / opts.data_name, raw_dir / f"{opts.data_name}.zip"
+    if folder.exists():
+        return folder
+    if archive.exists():
+        got = md5_file(archive)
+        if got != expected_md5.lower():
+            raise UserError(f"{archive}: md5 {got} does not match the expected {expected_md5.lower()} (a damaged or "
+                            "different download); delete it to download again, or pass --raw_path")
+        return archive
     base = opts.download_url or os.environ.get(DOWNLOAD_URL_ENV) or DEFAULT_DOWNLOAD_URL
     url = base.rstrip("/") + f"/{opts.data_name}.zip"
     dest = raw_dir / f"{opts.data_name}.zip"
     log(f"downloading {url} -> {dest}")
-    return download_file(url, dest, md5=opts.download_md5 or DOWNLOAD_MD5[opts.data_name], progress=progress)
+    return download_file(url, dest, md5=expected_md5, progress=progress)
+
+
+def md5_file(path: Path) -> str:
+    """md5 of a file (the checksum GroupLens publishes), read in chunks."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def detect_format(data: bytes, label: str) -> str:
@@ -178,7 +195,7 @@ def read_raw(path: Path, fmt: str = "auto") -> RawInput:
                 if member is None:
                     raise UserError(f"{path}: no ratings file ({wanted}) in this zip")
                 data = zf.read(member)
-        except (zipfile.BadZipFile, OSError, EOFError, zipfile.LargeZipFile) as err:
+        except (zipfile.BadZipFile, OSError, EOFError, zipfile.LargeZipFile, zlib.error) as err:
             raise UserError(f"{path}: cannot read the zip ({err})") from None
         label = f"{path}:{member}"
     elif path.is_file():
@@ -222,6 +239,9 @@ class Interactions:
     users: np.ndarray  # int64
     items: np.ndarray  # int64
     times: np.ndarray  # int64 (timestamps, or line numbers for the sequence format)
+
+    def subset(self, keep: np.ndarray) -> Interactions:
+        return Interactions(self.users[keep], self.items[keep], self.times[keep])
 
 
 def parse_interactions(raw: RawInput) -> Interactions:

@@ -49,6 +49,17 @@ class SequenceData:
         return len(self.item_original)
 
 
+def duplicate_interactions(inter: Interactions) -> np.ndarray:
+    """True for every interaction repeating an earlier line's (user, item, timestamp) exactly (the first stays)."""
+    order = np.lexsort((np.arange(len(inter.users)), inter.times, inter.items, inter.users))
+    u, i, t = inter.users[order], inter.items[order], inter.times[order]
+    repeat = np.zeros(len(order), dtype=bool)
+    repeat[1:] = (u[1:] == u[:-1]) & (i[1:] == i[:-1]) & (t[1:] == t[:-1])
+    out = np.zeros(len(order), dtype=bool)
+    out[order] = repeat
+    return out
+
+
 def min_user_length(holdout: str) -> int:
     """Interactions a user needs for the split: one training item plus the held-out targets."""
     return 3 if holdout == "valid_test" else 2

@@ -100,6 +100,18 @@ def popularity_negatives(counts: np.ndarray, k: int, rng: np.random.Generator) -
     return chosen.astype(np.int64), np.log(np.maximum(inclusion, 1e-12)).astype(np.float32)
 
 
+def collate_next_items(windows: Windows, idx: np.ndarray, pad_to: int | None = None) -> NextItemBatch:
+    """Windows ``idx`` as inputs (all but the last item, right-padded to the longest or ``pad_to``) and the
+    next item at every real position."""
+    chosen = [windows.window(i) for i in idx]
+    inputs = pad_rows([w[:-1] for w in chosen], width=pad_to)
+    counts = np.array([len(w) - 1 for w in chosen])
+    row = np.repeat(np.arange(len(chosen)), counts)
+    col = np.concatenate([np.arange(c) for c in counts])
+    return NextItemBatch(inputs, (row * inputs.shape[1] + col).astype(np.int64),
+                         np.concatenate([w[1:] for w in chosen]).astype(np.int64))
+
+
 class NextItemBatches:
     """SASRec's training batches: every window of >= 2 items, its next-item targets, negatives by loss."""
 
@@ -121,17 +133,10 @@ class NextItemBatches:
         return self.windows
 
     def collate(self, examples: Windows, idx: np.ndarray, rng: np.random.Generator) -> NextItemBatch:
-        windows = [examples.window(i) for i in idx]
-        inputs = pad_rows([w[:-1] for w in windows])
-        width = inputs.shape[1]
-        counts = np.array([len(w) - 1 for w in windows])
-        row = np.repeat(np.arange(len(windows)), counts)
-        col = np.concatenate([np.arange(c) for c in counts])
-        batch = NextItemBatch(inputs, (row * width + col).astype(np.int64),
-                              np.concatenate([w[1:] for w in windows]).astype(np.int64))
+        batch = collate_next_items(examples, idx)
         loss = self.config.loss
         if loss in ("bce", "bpr"):
-            batch.negatives = uniform_negatives_outside(windows, self.num_items, rng)
+            batch.negatives = uniform_negatives_outside([examples.window(i) for i in idx], self.num_items, rng)
         elif loss == "sampled_ce":
             k = min(self.config.num_negatives, self.num_items)
             if self.popularity is None:
