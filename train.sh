@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Generate the data if needed, then train BERT4Rec and test it once.
+# Generate the data if needed, then train a model and test it once (BERT4Rec by default; --CONFIG_PATH
+# bert_train/sasrec_config_ml-1m.json trains SASRec, bert_train/mostpop_config.json scores the popularity baseline).
 #
 #   ./train.sh -local y [data options] [trainrec.py flags]    one machine, one process
 #   ./train.sh -local n [data options] [trainrec.py flags]    data-parallel via paddle.distributed.launch
@@ -35,7 +36,12 @@ while [ $# -gt 0 ]; do
     --raw_path) [ $# -ge 2 ] || usage; RAW_PATH="$2"; shift 2 ;;
     --data_root) [ $# -ge 2 ] || usage; DATA_ROOT="$2"; shift 2 ;;
     --holdout) [ $# -ge 2 ] || usage; HOLDOUT="$2"; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -local=*|--local=*) LOCAL="${1#*=}"; shift ;;
+    --data_name=*) DATA_NAME="${1#*=}"; shift ;;
+    --raw_path=*) RAW_PATH="${1#*=}"; shift ;;
+    --data_root=*) DATA_ROOT="${1#*=}"; shift ;;
+    --holdout=*) HOLDOUT="${1#*=}"; shift ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     --*) PASS+=("$1"); shift ;;
     *) if [ ${#PASS[@]} -gt 0 ]; then PASS+=("$1"); shift; else echo "train.sh: unexpected argument '$1'" >&2; usage; fi ;;
   esac

@@ -16,6 +16,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from bert4rec.cpu import import_paddle  # noqa: E402
+
+import_paddle()  # CPU settings first, and none of Paddle's start-up noise in the test output
+
 GEN_SCRIPT = REPO_ROOT / "bert_train" / "gen_data_fin.py"
 # The real ML-1M sequence benchmark, next to the checkout (absent on some machines: tests skip then).
 ML1M_SAS = Path(__file__).resolve().parents[2] / "shared/data/ml-1m-sas/ml-1m.txt"

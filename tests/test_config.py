@@ -15,16 +15,17 @@ REPO = Path(__file__).resolve().parents[1]
 GOOD = json.loads((REPO / "bert_train" / "bert_config_ml-1m_64.json").read_text())
 
 
-@pytest.mark.parametrize("name,hidden,heads", [("64", 64, 2), ("64_d01", 64, 2), ("128", 128, 4), ("256", 256, 8)])
-def test_shipped_configs_load(name, hidden, heads):
+@pytest.mark.parametrize("name,hidden,heads,vocab", [("64", 64, 2, 3420), ("64_d01", 64, 2, "auto"),
+                                                     ("128", 128, 4, 3420), ("256", 256, 8, 3420)])
+def test_shipped_configs_load(name, hidden, heads, vocab):
     cfg = load_config(REPO / "bert_train" / f"bert_config_ml-1m_{name}.json")
-    assert (cfg.hidden_size, cfg.num_attention_heads, cfg.vocab_size) == (hidden, heads, 3420)
+    assert (cfg.hidden_size, cfg.num_attention_heads, cfg.vocab_size) == (hidden, heads, vocab)
     assert cfg.max_position_embeddings == 200 and cfg.intermediate_size == 4 * hidden
 
 
 def test_64_d01_differs_from_the_original_64_only_in_dropout():
     d01 = json.loads((REPO / "bert_train" / "bert_config_ml-1m_64_d01.json").read_text())
-    assert d01 == dict(GOOD, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+    assert d01 == dict(GOOD, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, vocab_size="auto")
     assert GOOD["hidden_dropout_prob"] == GOOD["attention_probs_dropout_prob"] == 0.2
 
 

@@ -121,7 +121,7 @@ def test_train_sh_local_smoke_run(tmp_path):
     cfg = tiny_config(tmp_path / "cfg.json", max_position_embeddings=200, vocab_size=154)
     env = dict(os.environ, PYTHON=sys.executable)
     proc = subprocess.run(
-        ["bash", str(REPO / "train.sh"), "-local", "y", "--raw_path", str(raw), "--data_name", "tiny",
+        ["bash", str(REPO / "train.sh"), "-local", "y", f"--raw_path={raw}", "--data_name=tiny",
          "--data_root", str(tmp_path / "data"), f"--CONFIG_PATH={cfg}", "--NUM_TRAIN_STEPS", "6",
          "--EVAL_EVERY", "3", "--BATCH_SIZE", "32", "--CHECKPOINTS", str(tmp_path / "ck"), "--no-progress"],
         capture_output=True, text=True, timeout=300, env=env)
@@ -129,6 +129,8 @@ def test_train_sh_local_smoke_run(tmp_path):
     results = json.loads((tmp_path / "ck" / "results.json").read_text())
     assert results["steps"] == 6 and results["num_eval_users"] == 400
     assert (tmp_path / "data" / "tiny" / "train.txt").exists() and "POP100" in proc.stdout
+    usage = subprocess.run(["bash", str(REPO / "train.sh"), "--help"], capture_output=True, text=True)
+    assert usage.returncode == 0 and "--raw_path PATH" in usage.stdout and "set -euo" not in usage.stdout
 
 
 def test_ctrl_c_leaves_a_resumable_checkpoint(planted):
