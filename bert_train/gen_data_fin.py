@@ -65,6 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument(
         "--download_md5", default=None, help="expected md5 of the download (default: GroupLens's md5)"
     )
+    io.add_argument("--item_meta", type=Path, default=None,
+                    help="item metadata (ML-1M movies.dat, ML-100K u.item, ML-20M movies.csv) for item_features.txt "
+                    "(titles, genres, decade); default: the file that comes with a GroupLens zip or folder")
+    io.add_argument("--item_id_map", type=Path, default=None,
+                    help="'file_id original_id' lines mapping the input's item ids to MovieLens ids (needed with "
+                    "--item_meta for a 'user item' file, e.g. sas_to_original_items.txt)")
+    io.add_argument("--user_id_map", type=Path, default=None,
+                    help="the same for user ids (e.g. sas_to_original_users.txt)")
     io.add_argument("--force", action="store_true", help="regenerate even if the output is up to date")
     io.add_argument("--no_progress", action="store_true", help="no progress bars")
 
@@ -127,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         eval_seed=args.eval_seed,
         num_negatives=args.num_negatives,
         drop_duplicates=args.drop_duplicates,
+        item_meta=args.item_meta,
+        item_id_map=args.item_id_map,
+        user_id_map=args.user_id_map,
         force=args.force,
     )
     stats = generate_dataset(opts, progress=False if args.no_progress else None)

@@ -25,9 +25,18 @@ from pathlib import Path
 import numpy as np
 
 from bert4rec.data.files import SPECIAL_TOKENS, write_rows, write_vocab
-from bert4rec.data.raw import FORMATS, parse_interactions, read_raw, resolve_raw_path
+from bert4rec.data.items import (
+    apply_id_map,
+    find_item_meta,
+    item_features_rows,
+    meta_format,
+    parse_item_meta,
+    read_id_map,
+)
+from bert4rec.data.raw import FORMATS, RawInput, parse_interactions, read_raw, resolve_raw_path
 from bert4rec.data.split import (
     HOLDOUTS,
+    SequenceData,
     build_sequences,
     duplicate_interactions,
     min_user_length,
@@ -35,7 +44,7 @@ from bert4rec.data.split import (
     split_leave_one_out,
 )
 from bert4rec.errors import EnvironmentFailure, UserError, os_failure
-from bert4rec.fileio import atomic_dir, current_umask
+from bert4rec.fileio import atomic_dir, current_umask, read_bytes
 from bert4rec.instances import generate_instances, length_stats, sliding_step
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -65,6 +74,9 @@ class GenerateOptions:
     eval_seed: int = 98765
     num_negatives: int = 100
     drop_duplicates: bool = False  # drop repeated (user, item, timestamp) lines (kept and counted by default)
+    item_meta: Path | None = None    # movies.dat / u.item / movies.csv (default: the one next to the ratings)
+    item_id_map: Path | None = None  # "file_id original_id" lines: original (MovieLens) item ids
+    user_id_map: Path | None = None  # the same for users
     force: bool = False
 
     def resolved_output_dir(self) -> Path:
@@ -90,7 +102,9 @@ class GenerateOptions:
             "num_negatives",
             "drop_duplicates",
         )
-        return {k: getattr(self, k) for k in keys}
+        extra = {f"{k}_sha256": sha256_file(Path(getattr(self, k))) if getattr(self, k) else None
+                 for k in ("item_meta", "item_id_map", "user_id_map")}
+        return {**{k: getattr(self, k) for k in keys}, **extra}
 
     def validate(self) -> None:
         """Raise ``UserError`` naming the first option whose value is out of range."""
@@ -134,6 +148,12 @@ class GenerateOptions:
             raise bad("num_negatives", "must be >= 1")
         if self.download_md5 is not None and not re.fullmatch(r"[0-9a-fA-F]{32}", self.download_md5):
             raise bad("download_md5", "must be 32 hex digits")
+        for option in ("item_meta", "item_id_map", "user_id_map"):
+            path = getattr(self, option)
+            if path is not None and not Path(path).is_file():
+                raise UserError(f"--{option} {path}: file not found")
+        if self.item_meta is not None:
+            meta_format(Path(self.item_meta))
 
 
 
@@ -152,8 +172,39 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def expected_files(holdout: str) -> tuple[str, ...]:
-    return OUTPUT_FILES + (("valid.txt", "test.txt") if holdout == "valid_test" else ("test.txt",))
+def expected_files(holdout: str, with_features: bool = False) -> tuple[str, ...]:
+    evaluation = ("valid.txt", "test.txt") if holdout == "valid_test" else ("test.txt",)
+    return OUTPUT_FILES + evaluation + (("item_features.txt",) if with_features else ())
+
+
+def original_ids_and_metadata(opts: GenerateOptions, raw: RawInput, seq: SequenceData, log: Callable
+                              ) -> tuple[np.ndarray, np.ndarray, list[str] | None, dict]:
+    """The original item and user ids written to vocab.txt and users.txt (through the id maps when given),
+    and the lines of item_features.txt when metadata is available (given, or next to the ratings)."""
+    items, users = seq.item_original, seq.user_original
+    info: dict = {"item_ids": "as in the input", "user_ids": "as in the input", "item_meta": None}
+    if opts.item_id_map is not None:
+        items = apply_id_map(items, read_id_map(Path(opts.item_id_map), "item"), Path(opts.item_id_map), "item")
+        info["item_ids"] = f"original ids from {opts.item_id_map}"
+    if opts.user_id_map is not None:
+        users = apply_id_map(users, read_id_map(Path(opts.user_id_map), "user"), Path(opts.user_id_map), "user")
+        info["user_ids"] = f"original ids from {opts.user_id_map}"
+    if opts.item_meta is not None:
+        if raw.format == "seq" and opts.item_id_map is None:
+            raise UserError("--item_meta with a 'user item' sequence file needs --item_id_map: its item ids are "
+                            "renumbered, so they are not the metadata's movie ids")
+        found = (read_bytes(Path(opts.item_meta)), str(opts.item_meta), meta_format(Path(opts.item_meta)))
+    else:
+        found = find_item_meta(raw.path) if raw.format != "seq" or opts.item_id_map is not None else None
+    if found is None:
+        return items, users, None, info
+    data, label, fmt = found
+    lines, counts = item_features_rows(items, parse_item_meta(data, label, fmt))
+    info.update(item_meta=label, item_features=counts)
+    if counts["items_without_metadata"]:
+        log(f"warning: {counts['items_without_metadata']:,} of {counts['items']:,} items have no line in {label} "
+            "(their features are [UNK])")
+    return items, users, lines, info
 
 
 def is_up_to_date(out_dir: Path, opts: GenerateOptions, fingerprint: str) -> bool:
@@ -170,7 +221,7 @@ def is_up_to_date(out_dir: Path, opts: GenerateOptions, fingerprint: str) -> boo
         and stats.get("input_sha256") == fingerprint
         and stats.get("generation_options") == opts.generation_options()
     )
-    return same and all((out_dir / name).is_file() for name in expected_files(opts.holdout))
+    return same and all((out_dir / name).is_file() for name in stats.get("files", ()))
 
 
 def _tqdm(progress: bool | None, **kwargs):
@@ -270,6 +321,7 @@ def generate_dataset(
     seq = build_sequences(inter, opts.min_item_count, min_user_length(opts.holdout))
     del inter
     (train_items, train_offsets), eval_parts = split_leave_one_out(seq, opts.holdout)
+    item_original, user_original, feature_lines, id_info = original_ids_and_metadata(opts, raw, seq, log)
     t = lap("filter_split", t)
 
     num_items = seq.num_items
@@ -353,7 +405,8 @@ def generate_dataset(
         "generation_options": opts.generation_options(),
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
         "output_dir": str(out_dir.resolve()),
-        "files": list(expected_files(opts.holdout)),
+        "files": list(expected_files(opts.holdout, feature_lines is not None)),
+        "ids_and_metadata": id_info,
         "sliding_step": step,
         "numpy_version": np.__version__,
         "python_version": sys.version.split()[0],
@@ -362,8 +415,10 @@ def generate_dataset(
     check_output_dir(out_dir, [raw_path])  # again: the folder may have changed while we worked
     try:
         with atomic_dir(out_dir) as tmp:
-            write_vocab(tmp / "vocab.txt", seq.item_original)
-            users_table = np.stack([user_ids.astype(np.int64), seq.user_original], axis=1)
+            write_vocab(tmp / "vocab.txt", item_original)
+            if feature_lines is not None:
+                (tmp / "item_features.txt").write_text("\n".join(feature_lines) + "\n", encoding="utf-8")
+            users_table = np.stack([user_ids.astype(np.int64), user_original], axis=1)
             write_rows(tmp / "users.txt", [(users_table[:, 0], None), (users_table[:, 1], None)])
             write_rows(
                 tmp / "item_counts.txt",
