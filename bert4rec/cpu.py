@@ -81,3 +81,25 @@ def import_paddle(verbose: bool | None = None):
         sys.stderr.write(buffer.getvalue())
         raise
     return paddle
+
+
+def describe_machine() -> dict[str, object]:
+    """What a measured number depends on: the CPU model (as ``lscpu`` names it), its family/model, the
+    vector extensions and the cores this process may use; recorded in every results.json."""
+    info: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f.read(65536).splitlines():
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    flags = set(info.get("flags", "").split())
+    return {
+        "cpu": info.get("model name") or "unknown",
+        "cpu_family": info.get("cpu family"),
+        "cpu_model": info.get("model"),
+        "cores": usable_cores(),
+        "avx2": "avx2" in flags,
+        "avx512": "avx512f" in flags,
+    }

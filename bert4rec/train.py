@@ -34,6 +34,7 @@ from tqdm import tqdm
 from bert4rec.batches import epoch_batches
 from bert4rec.checkpoint import load_checkpoint, restore, save_checkpoint
 from bert4rec.config import DEFAULT_TRAIN_STEPS, FLAGS, ModelConfig, TrainOptions
+from bert4rec.cpu import describe_machine
 from bert4rec.data.dataset import TrainingData, load_training_data
 from bert4rec.errors import EnvironmentFailure, UserError
 from bert4rec.evaluate import evaluate
@@ -388,6 +389,7 @@ def finish(opts: TrainOptions, model: SequentialRecommender, data: TrainingData,
         "train_seconds": round(state.train_seconds, 1),
         "wall_seconds": round(wall_seconds, 1),
         "sequences_seen": state.sequences,
+        "machine": {**describe_machine(), "paddle": paddle.__version__},
     }
     if data.valid is not None:
         valid = evaluate(model.predict, data.valid, data.num_items, opts.eval_batch_size)

@@ -212,7 +212,9 @@ def options(root: Path, data_dir: Path, name: str, **kw):
     """Training options of a short run on the planted data (config: ``tiny_config`` unless given)."""
     from bert4rec.config import TrainOptions
 
-    base = dict(config_path=tiny_config(root / f"{name}.json"), train_path=data_dir / "train.txt",
+    if "config_path" not in kw:
+        kw["config_path"] = tiny_config(root / f"{name}.json")
+    base = dict(train_path=data_dir / "train.txt",
                 valid_path=data_dir / "valid.txt", test_path=data_dir / "test.txt",
                 vocab_path=data_dir / "vocab.txt", checkpoints=root / name, batch_size=64, lr=5e-3,
                 warmup_steps=10, max_len=50, num_train_steps=150, eval_every=50, patience=5, progress=False,

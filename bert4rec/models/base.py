@@ -25,6 +25,7 @@ import numpy as np
 import paddle
 from paddle import nn
 
+from bert4rec.batches import pad_rows
 from bert4rec.config import ModelConfig
 from bert4rec.data.files import items_in_vocab
 
@@ -82,9 +83,22 @@ class SequentialRecommender(nn.Layer):
         """Mean training loss of one batch from ``training_batches``."""
         raise NotImplementedError
 
-    def predict(self, histories: Sequence[np.ndarray]) -> np.ndarray:
-        """[B, num_items + 1] scores of the next item after each history (column 0 unused)."""
+    def score_histories(self, history: paddle.Tensor) -> paddle.Tensor:
+        """[B, L] right-padded histories (0 = padding, at most ``max_history()`` items) -> [B, num_items + 1]
+        scores of the next item. Plain Paddle ops when built with ``kernels="plain"``: the exported graph."""
         raise NotImplementedError
+
+    def max_history(self) -> int:
+        """How many of a history's last items the model reads."""
+        return self.max_len
+
+    def predict(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        """[B, num_items + 1] scores of the next item after each history (column 0 unused): the scorer of the
+        evaluation loop, of ``recommend.py`` and, through ``score_histories``, of the exported model."""
+        keep = self.max_history()
+        batch = pad_rows([np.asarray(h, dtype=np.int64)[-keep:] for h in histories], min_width=1)
+        with paddle.no_grad():
+            return self.score_histories(paddle.to_tensor(batch)).numpy()
 
     def fit(self, data: TrainingData) -> None:
         """Set up a model that is not trained by gradient steps (``trainable = False``)."""

@@ -13,7 +13,6 @@ the loss's bias + softmax cross-entropy run as fused kernels.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -21,14 +20,19 @@ import numpy as np
 import paddle
 from paddle import nn
 
-from bert4rec.batches import pad_rows
 from bert4rec.config import TrainOptions
 from bert4rec.data.dataset import TrainingData, check_item_ids
 from bert4rec.data.files import load_train_instances
 from bert4rec.errors import UserError
 from bert4rec.fused_ops import bias_act_layernorm, bias_softmax_cross_entropy
 from bert4rec.instances import TrainInstances, mask_windows
-from bert4rec.models.transformer import LAYER_NORM_EPS, TransformerConfig, TransformerRecommender, activation
+from bert4rec.models.transformer import (
+    LAYER_NORM_EPS,
+    TransformerConfig,
+    TransformerRecommender,
+    activation,
+    last_positions,
+)
 
 
 @dataclass(frozen=True)
@@ -151,12 +155,10 @@ class BERT4Rec(TransformerRecommender):
     def forward(self, batch: MaskedBatch) -> paddle.Tensor:
         return self.loss(*(paddle.to_tensor(x) for x in (batch.input_ids, batch.flat_positions, batch.labels)))
 
-    def predict(self, histories: Sequence[np.ndarray]) -> np.ndarray:
-        """Scores for the next item: history[-(max_len-1):] + [MASK], logits read at the [MASK] position."""
-        keep = self.max_len - 1
-        inputs = pad_rows([np.append(np.asarray(h[-keep:], dtype=np.int64), self.mask_id) for h in histories])
-        lengths = np.array([min(len(h), keep) + 1 for h in histories], dtype=np.int64)
-        last = np.arange(len(histories), dtype=np.int64) * inputs.shape[1] + lengths - 1
-        with paddle.no_grad():
-            logits = self.logits(paddle.to_tensor(inputs), paddle.to_tensor(last))
-        return logits.numpy()[:, : self.num_items + 1]
+    def score_histories(self, history: paddle.Tensor) -> paddle.Tensor:
+        """Scores for the next item: [MASK] appended after each history, logits read at that position."""
+        lengths, at_mask = last_positions(history, 0)
+        ids = paddle.concat([history, paddle.zeros_like(history[:, :1])], axis=1)
+        slot = paddle.arange(paddle.shape(ids)[1], dtype="int64").unsqueeze(0) == lengths.unsqueeze(1)
+        ids = paddle.where(slot, paddle.full_like(ids, self.mask_id), ids)
+        return self.logits(ids, at_mask)[:, : self.num_items + 1]

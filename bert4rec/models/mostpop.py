@@ -3,7 +3,6 @@ the training part (the histories before the first held-out item; never a validat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -34,5 +33,5 @@ class MostPop(SequentialRecommender):
     def fit(self, data: TrainingData) -> None:
         self.item_counts.set_value(data.training_item_counts().astype(np.float32))
 
-    def predict(self, histories: Sequence[np.ndarray]) -> np.ndarray:
-        return np.broadcast_to(self.item_counts.numpy(), (len(histories), self.num_items + 1))
+    def score_histories(self, history: paddle.Tensor) -> paddle.Tensor:
+        return paddle.zeros_like(history[:, :1], dtype="float32") + self.item_counts.unsqueeze(0)

@@ -21,7 +21,6 @@ items of the history, the longest input it was trained on, and scores the next i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -36,7 +35,7 @@ from bert4rec.data.files import Windows
 from bert4rec.errors import UserError
 from bert4rec.fused_ops import bias_softmax_cross_entropy
 from bert4rec.instances import offsets_from_lengths, ragged_gather
-from bert4rec.models.transformer import TransformerConfig, TransformerRecommender
+from bert4rec.models.transformer import TransformerConfig, TransformerRecommender, last_positions
 
 LOSSES = ("ce", "bce", "bpr", "sampled_ce")
 SAMPLINGS = ("uniform", "popularity")
@@ -188,13 +187,8 @@ class SASRec(TransformerRecommender):
         zero_bias = paddle.zeros([self.num_items], dtype=logits.dtype)
         return bias_softmax_cross_entropy(logits, zero_bias, targets).mean()
 
-    def predict(self, histories: Sequence[np.ndarray]) -> np.ndarray:
-        """Scores for the next item after the last ``max_len - 1`` items of each history."""
-        keep = self.max_len - 1
-        inputs = pad_rows([np.asarray(h[-keep:], dtype=np.int64) for h in histories], min_width=1)
-        lengths = np.array([max(1, min(len(h), keep)) for h in histories], dtype=np.int64)
-        last = np.arange(len(histories), dtype=np.int64) * inputs.shape[1] + lengths - 1
-        with paddle.no_grad():
-            h = self.states_at(paddle.to_tensor(inputs), paddle.to_tensor(last))
-            scores = paddle.matmul(h, self.item_embeddings.weight[: self.num_items + 1], transpose_y=True)
-        return scores.numpy()
+    def score_histories(self, history: paddle.Tensor) -> paddle.Tensor:
+        """Scores for the next item: the output at each history's last item against every item embedding."""
+        _, last = last_positions(history, -1)
+        h = self.states_at(history, last)
+        return paddle.matmul(h, self.item_embeddings.weight[: self.num_items + 1], transpose_y=True)

@@ -100,7 +100,7 @@ def attention_mask(input_ids: paddle.Tensor, fused: bool, causal: bool = False) 
         return AttentionMask(True, causal, lengths=is_real.astype("int64").sum(axis=1))
     bias = ((~is_real).astype("float32") * MASK_FILL).unsqueeze([1, 2])  # [B, 1, 1, L]
     if causal:
-        length = input_ids.shape[1]
+        length = paddle.shape(input_ids)[1]  # a tensor: also traceable with a dynamic length (export)
         later = paddle.triu(paddle.ones([length, length], dtype="float32"), diagonal=1)
         bias = bias + (later * MASK_FILL).unsqueeze([0, 1])  # [B, 1, L, L]
     return AttentionMask(False, causal, bias=bias)
@@ -126,12 +126,12 @@ class SelfAttention(nn.Layer):
     def forward(self, x: paddle.Tensor, mask: AttentionMask) -> paddle.Tensor:
         if mask.fused:
             return self.forward_unbiased(x, mask) + self.out.bias
-        batch, length, hidden = x.shape
-        qkv = self.qkv(x).reshape([batch, length, 3, self.num_heads, self.head_dim])
+        # reshape's 0 keeps that dimension: batch and length may be dynamic (an exported graph)
+        qkv = self.qkv(x).reshape([0, 0, 3, self.num_heads, self.head_dim])
         q, k, v = paddle.unbind(qkv.transpose([2, 0, 3, 1, 4]), axis=0)  # each [B, heads, L, head_dim]
         scores = paddle.matmul(q, k, transpose_y=True) * (1.0 / math.sqrt(self.head_dim)) + mask.bias
         probs = self.dropout(F.softmax(scores, axis=-1))
-        context = paddle.matmul(probs, v).transpose([0, 2, 1, 3]).reshape([batch, length, hidden])
+        context = paddle.matmul(probs, v).transpose([0, 2, 1, 3]).reshape([0, 0, self.num_heads * self.head_dim])
         return self.out(context)
 
 
@@ -219,8 +219,8 @@ class TransformerRecommender(SequentialRecommender):
 
     def encode(self, input_ids: paddle.Tensor) -> paddle.Tensor:
         """[B, L] item ids (0 = padding, right-padded) -> [B, L, H] contextual item representations."""
-        length = input_ids.shape[1]
-        if length > self.config.max_position_embeddings:
+        length = input_ids.shape[1]  # not an int while tracing a graph of dynamic length (export)
+        if isinstance(length, int) and length > self.config.max_position_embeddings:
             raise ValueError(f"sequence length {length} exceeds max_position_embeddings "
                              f"{self.config.max_position_embeddings}")
         fused = self.uses_kernels()
@@ -230,11 +230,24 @@ class TransformerRecommender(SequentialRecommender):
             x = embedding_layernorm_dropout(tokens, self.position_embeddings.weight, norm.weight, norm.bias,
                                             self.embedding_dropout.p, self.training, norm._epsilon)
         else:
-            positions = paddle.arange(length, dtype="int64").unsqueeze(0)
+            positions = paddle.arange(paddle.shape(input_ids)[1], dtype="int64").unsqueeze(0)
             x = self.embedding_dropout(norm(tokens + self.position_embeddings(positions)))
         return self.encoder(x, attention_mask(input_ids, fused, self.causal))
 
     def states_at(self, input_ids: paddle.Tensor, flat_positions: paddle.Tensor) -> paddle.Tensor:
         """[M, H] encoder outputs at ``flat_positions``, indices into the flattened [B*L] grid."""
         states = self.encode(input_ids)
-        return paddle.gather(states.reshape([-1, states.shape[-1]]), flat_positions)
+        return paddle.gather(states.reshape([-1, self.config.hidden_size]), flat_positions)
+
+    def max_history(self) -> int:
+        """The longest input it was trained on leaves one position for the item to predict."""
+        return self.max_len - 1
+
+
+def last_positions(history: paddle.Tensor, offset: int) -> tuple[paddle.Tensor, paddle.Tensor]:
+    """Per row of right-padded ``history`` [B, L]: its number of items, and the flat index (into [B*L']) of
+    position ``items + offset`` where L' = L + 1 if ``offset`` is 0 (a slot appended) else L."""
+    lengths = (history != PAD_ID).astype("int64").sum(axis=1)
+    width = paddle.shape(history)[1] + (1 if offset == 0 else 0)
+    rows = paddle.arange(paddle.shape(history)[0], dtype="int64")
+    return lengths, rows * width + paddle.maximum(lengths + offset, paddle.zeros_like(lengths))

@@ -1,0 +1,161 @@
+"""One comparison of any runs: a Markdown table of their test metrics next to published numbers and the
+popularity baseline, and one PNG of their validation curves against training time (``report.py``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from bert4rec.errors import UserError
+from bert4rec.fileio import atomic_path, atomic_write_text
+from bert4rec.metrics import FULL_METRICS
+
+ML1M_ITEMS = 3416
+COLUMNS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR")
+# Published ML-1M numbers the README names (the same leave-one-out split on the ML-1M sequence file).
+PUBLISHED = [
+    ("BERT4Rec, paper (Sun et al., CIKM 2019)", "POP100",
+     {"HR@1": 0.2863, "HR@5": 0.5876, "HR@10": 0.6970, "NDCG@10": 0.4818, "MRR": 0.4254}),
+    ("SASRec+ ce (Klenitskiy and Vasilev, RecSys 2023)", "FULL", {"NDCG@10": 0.1821}),
+    ("SASRec+ sampled ce, 3,000 negatives (same paper)", "FULL", {"NDCG@10": 0.1857}),
+    ("GRU4Rec (Klenitskiy and Vasilev, RecSys 2023, as quoted)", "FULL", {"HR@10": 0.2811, "NDCG@10": 0.1648}),
+]
+
+
+@dataclass
+class Run:
+    path: Path
+    results: dict
+    events: list[dict]
+
+    @property
+    def label(self) -> str:
+        return self.path.name
+
+    def config_name(self) -> str:
+        config = self.results.get("config") or {}
+        name = Path((self.results.get("options") or {}).get("config_path", "?")).stem
+        return f"{name} ({config['loss']})" if "loss" in config and self.results.get("model") != "BERT4Rec" else name
+
+    def data(self) -> str:
+        d = self.results.get("data") or {}
+        return f"{d.get('dataset', '?')}, {d.get('holdout', '?')}, {d.get('num_users', 0):,} users"
+
+    def cpu(self) -> str:
+        machine = self.results.get("machine") or {}
+        return f"{machine['cpu']}, {machine.get('cores', '?')} cores" if "cpu" in machine else "not recorded"
+
+    def valid_curve(self) -> list[tuple[float, float]]:
+        return [(e["minutes"], e["full"]["NDCG@10"]) for e in self.events if e.get("event") == "valid" and "full" in e]
+
+
+def read_run(path: Path) -> Run:
+    results_path = Path(path) / "results.json"
+    if not Path(path).is_dir():
+        raise UserError(f"{path}: no such run folder")
+    try:
+        results = json.loads(results_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{results_path}: not found (not a finished training run)") from None
+    except (OSError, ValueError) as err:
+        raise UserError(f"{results_path}: not a readable results file ({err})") from None
+    if not isinstance(results, dict) or not isinstance(results.get("test"), dict):
+        raise UserError(f"{results_path}: no test metrics in it")
+    events_path = Path(path) / "events.jsonl"
+    events = []
+    if events_path.is_file():
+        for line in events_path.read_text(encoding="utf-8").splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue  # a line cut by a crash: the curve just misses that point
+    return Run(Path(path), results, events)
+
+
+def _cells(metrics: dict) -> list[str]:
+    return [f"{metrics[name]:.4f}" if name in metrics else "–" for name in COLUMNS]
+
+
+def table(runs: list[Run], baselines: dict[str, dict]) -> str:
+    """The Markdown table: every run under both protocols, the popularity baseline of each dataset, and the
+    published ML-1M rows when the runs are on ML-1M."""
+    head = ["run", "model", "config", "data", "protocol", *COLUMNS, "training min", "steps (best)", "CPU"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for run in runs:
+        r = run.results
+        for protocol in ("full", "pop100"):
+            lines.append("| " + " | ".join([
+                run.label, r.get("model", "?"), run.config_name(), run.data(), protocol.upper(),
+                *_cells(r["test"].get(protocol) or {}), f"{r.get('train_seconds', 0) / 60:.1f}",
+                f"{r.get('steps', '?'):,} ({r.get('best_step', '?'):,})", run.cpu()]) + " |")
+    for dataset, metrics in baselines.items():
+        for protocol in ("full", "pop100"):
+            lines.append("| " + " | ".join(["popularity baseline", "MostPop", "training-part counts", dataset,
+                                             protocol.upper(), *_cells(metrics[protocol]), "0", "–", "–"]) + " |")
+    if any((r.results.get("data") or {}).get("num_items") == ML1M_ITEMS for r in runs):
+        for name, protocol, metrics in PUBLISHED:
+            lines.append("| " + " | ".join(["published", name, "–", "ML-1M", protocol, *_cells(metrics), "–", "–",
+                                             "–"]) + " |")
+    return "\n".join(lines)
+
+
+def popularity_baselines(runs: list[Run]) -> dict[str, dict]:
+    """MostPop's test metrics on each dataset the runs used (its counts from the training part only)."""
+    from bert4rec.data.dataset import load_training_data
+    from bert4rec.evaluate import evaluate
+    from bert4rec.models.mostpop import MostPop, MostPopConfig
+
+    out: dict[str, dict] = {}
+    for run in runs:
+        options = run.results.get("options") or {}
+        key = run.data()
+        if key in out or run.results.get("model") == "MostPop" or "vocab_path" not in options:
+            continue
+        paths = [Path(options[k]) if options.get(k) else None for k in ("vocab_path", "train_path", "valid_path",
+                                                                        "test_path")]
+        if not all(p is None or p.is_file() for p in paths) or not paths[0].is_file():
+            continue  # the run's data is not on this machine: no baseline row for it
+        data = load_training_data(paths[0], paths[1], paths[2], paths[3], int(options.get("max_len", 200)))
+        model = MostPop(MostPopConfig(vocab_size=data.vocab.size))
+        model.fit(data)
+        metrics = evaluate(model.predict, data.test, data.num_items)
+        out[key] = {"full": metrics["full"], "pop100": metrics["pop100"]}
+    return out
+
+
+def plot(runs: list[Run], path: Path) -> None:
+    """Validation FULL NDCG@10 against training minutes, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for run in runs:
+        curve = run.valid_curve()
+        if curve:
+            ax.plot(*zip(*curve, strict=True), "o-", ms=3, label=f"{run.label} ({run.results.get('model', '?')})")
+    ax.set_xlabel("training time (min)")
+    ax.set_ylabel("validation FULL NDCG@10")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
+def write_report(run_dirs: list[Path], output: Path) -> tuple[Path, Path]:
+    """Read the runs, write ``output`` (Markdown) and the PNG beside it; returns both paths."""
+    runs = [read_run(Path(p)) for p in run_dirs]
+    png = output.with_suffix(".png")
+    text = (f"# Comparison of {len(runs)} run{'s' if len(runs) > 1 else ''}\n\n"
+            "Test metrics of every user, each run's checkpoint chosen on validation FULL NDCG@10 and tested once; "
+            "FULL ranks the target among all items (history excluded), POP100 among 100 popularity-sampled "
+            f"negatives. FULL also has Recall@10 = HR@10 and Precision@10 = HR@10 / 10 ({', '.join(FULL_METRICS)} "
+            "in results.json).\n\n" + table(runs, popularity_baselines(runs))
+            + f"\n\n![validation FULL NDCG@10 against training time]({png.name})\n")
+    plot(runs, png)
+    atomic_write_text(output, text)
+    return output, png

@@ -1,0 +1,125 @@
+"""A finished training run, loaded for use: the model with its selected weights, and the data it was trained on.
+
+A run folder (``--CHECKPOINTS``) holds ``results.json`` (the options, hence the data files), ``best.pdparams``
+(the weights chosen on validation; ``last.pdparams`` when the run had no validation set) and the event log.
+``load_run`` rebuilds any model of the project from it through the shared model contract, so recommending,
+reporting and exporting work the same for every model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bert4rec.checkpoint import load_checkpoint, restore
+from bert4rec.data.files import EvalSet, Vocab, load_eval_set, load_vocab
+from bert4rec.errors import UserError
+from bert4rec.models import SequentialRecommender, build_model, config_from_dict
+
+
+@dataclass
+class Catalogue:
+    """How items and users are named: original ids (MovieLens ids when the generator knew them) and titles."""
+
+    item_original: list[str]         # per item id 0..N ("-" for [PAD])
+    user_original: np.ndarray        # per user id 1..U (index 0 unused)
+    titles: dict[int, tuple[str, str]]  # item id -> (title, genres), when item_features.txt exists
+    ids_are: str                     # what the original ids are, for the output
+    titles_from: str | None          # where the titles come from
+
+    def original_item_lookup(self) -> dict[str, int]:
+        return {original: item for item, original in enumerate(self.item_original) if item > 0}
+
+
+@dataclass
+class TrainedRun:
+    path: Path
+    results: dict
+    model: SequentialRecommender
+    data_dir: Path
+    vocab: Vocab
+    checkpoint: Path
+
+    def test_set(self) -> EvalSet:
+        """Every user's whole known sequence: the test histories (which end with the validation target)."""
+        return load_eval_set(self.data_dir / "test.txt")
+
+    def catalogue(self) -> Catalogue:
+        return read_catalogue(self.data_dir, self.vocab)
+
+
+def read_catalogue(data_dir: Path, vocab: Vocab) -> Catalogue:
+    users_path = data_dir / "users.txt"
+    rows = [line.split("\t") for line in users_path.read_text(encoding="utf-8").splitlines() if line]
+    user_original = np.zeros(len(rows) + 1, dtype=np.int64)
+    for row in rows:
+        user_original[int(row[0])] = int(row[1])
+    stats = _read_json(data_dir / "stats.json") or {}
+    ids = stats.get("ids_and_metadata") or {}
+    titles: dict[int, tuple[str, str]] = {}
+    features = data_dir / "item_features.txt"
+    if features.is_file():
+        for line in features.read_text(encoding="utf-8").splitlines():
+            item, _original, genres, _decade, title = line.split("\t")
+            titles[int(item)] = (title, genres)
+    movielens = stats.get("format") in ("ml-1m", "ml-100k", "ml-20m") or "original ids from" in ids.get("item_ids", "")
+    ids_are = "MovieLens ids" if movielens else "the ids of the input file (no id map given to gen_data_fin.py)"
+    return Catalogue(vocab.original_ids[: vocab.num_items + 1], user_original, titles, ids_are,
+                     ids.get("item_meta") if titles else None)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def load_run(run_dir: Path, data_dir: Path | None = None, kernels: str = "auto") -> TrainedRun:
+    """The model of a finished run with its selected weights; ``data_dir`` overrides where its data is."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"--CHECKPOINTS {run_dir}: no such run folder")
+    results = _read_json(run_dir / "results.json")
+    if results is None:
+        raise UserError(f"--CHECKPOINTS {run_dir}: no results.json (not a finished training run)")
+    checkpoint = run_dir / "best.pdparams"
+    if not checkpoint.is_file():
+        checkpoint = run_dir / "last.pdparams"
+    payload = load_checkpoint(checkpoint)
+    config = config_from_dict(payload["config"], str(checkpoint))
+    if results.get("model", config.MODEL) != config.MODEL:
+        raise UserError(f"{checkpoint}: a {config.MODEL} checkpoint, but {run_dir / 'results.json'} describes a "
+                        f"{results.get('model')} run; the run folder was mixed up")
+    options = results.get("options") or {}
+    data_dir = Path(data_dir) if data_dir is not None else Path(options.get("vocab_path", "vocab.txt")).parent
+    vocab_path = data_dir / "vocab.txt"
+    if not vocab_path.is_file():
+        raise UserError(f"{vocab_path}: the run's data is not there any more; pass --DATA_DIR with the data it "
+                        "was trained on")
+    vocab = load_vocab(vocab_path)
+    if config.vocab_size != vocab.size:
+        raise UserError(f"{vocab_path}: {vocab.size} tokens, but the run's model has {config.vocab_size}: not the "
+                        "data it was trained on")
+    model = build_model(config, kernels=kernels, max_len=int(options.get("max_len", 200)))
+    restore(payload, model, rng=False)
+    model.eval()
+    return TrainedRun(run_dir, results, model, data_dir, vocab, checkpoint)
+
+
+def top_k(scores: np.ndarray, seen: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best items per row of ``scores`` [B, N + 1], never column 0 nor an item of ``seen[row]``; equal
+    scores rank the smaller item id first. Returns (items [B, k], scores [B, k]); a row with fewer than ``k``
+    items left is padded with item 0 and score -inf."""
+    scores = np.array(scores, dtype=np.float32, copy=True)
+    scores[:, 0] = -np.inf
+    for row, items in enumerate(seen):
+        scores[row, np.asarray(items, dtype=np.int64)] = -np.inf
+    k = min(k, scores.shape[1] - 1)
+    items = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    best = np.take_along_axis(scores, items, axis=1)
+    items[~np.isfinite(best)] = 0
+    return items, best
