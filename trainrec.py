@@ -97,18 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def options_from_args(args: argparse.Namespace) -> TrainOptions:
     data_dir = Path(args.data_dir) if args.data_dir else DEFAULT_DATA_DIR
+    sessions = (data_dir / "train_sessions.txt").exists()  # --split date data: the session protocol
+    names = ("train_sessions.txt", "valid_sessions.txt", "test_sessions.txt") if sessions else \
+        ("train.txt", "valid.txt", "test.txt")
     valid = args.validation_data_dir
     if valid is None:
-        valid_path = data_dir / "valid.txt"
-        valid_path = valid_path if valid_path.exists() or not (data_dir / "train.txt").exists() else None
+        valid_path = data_dir / names[1]
+        valid_path = valid_path if valid_path.exists() or not (data_dir / names[0]).exists() else None
     else:
         valid_path = None if valid.lower() == "none" else Path(valid)
     config = Path(args.config_path)
     return TrainOptions(
         config_path=config,
-        train_path=Path(args.train_data_dir) if args.train_data_dir else data_dir / "train.txt",
+        train_path=Path(args.train_data_dir) if args.train_data_dir else data_dir / names[0],
         valid_path=valid_path,
-        test_path=Path(args.test_data_dir) if args.test_data_dir else data_dir / "test.txt",
+        test_path=Path(args.test_data_dir) if args.test_data_dir else data_dir / names[2],
         vocab_path=Path(args.vocab_path) if args.vocab_path else data_dir / "vocab.txt",
         checkpoints=Path(args.checkpoints) if args.checkpoints else REPO / "checkpoints" / config.stem,
         batch_size=args.batch_size, lr=args.lr_rate, warmup_steps=args.warmup_steps,

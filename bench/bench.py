@@ -54,13 +54,14 @@ DEFAULT_RAW = REPO_ROOT.parent / "shared" / "data" / "ml-1m-sas" / "ml-1m.txt"
 DEFAULT_OUT = REPO_ROOT / "bench" / "bench.json"
 CONFIGS = {"64": REPO_ROOT / "bert_train" / "bert_config_ml-1m_64.json",
            "256": REPO_ROOT / "bert_train" / "bert_config_ml-1m_256.json",
-           "sasrec": REPO_ROOT / "bert_train" / "sasrec_config_ml-1m.json"}
+           "sasrec": REPO_ROOT / "bert_train" / "sasrec_config_ml-1m.json",
+           "gru4rec": REPO_ROOT / "bert_train" / "gru4rec_config_session.json"}
 TUNING_VARS = ("MKL_DEBUG_CPU_TYPE", "OMP_NUM_THREADS")  # what bert4rec.cpu sets; absent for the naive run
 REPORTED_VARS = ("OMP_NUM_THREADS", "MKL_DEBUG_CPU_TYPE", "MKL_NUM_THREADS", "BERT4REC_CPU_TUNING",
                  "BERT4REC_FUSED", "BERT4REC_MALLOC_TUNING", "PADDLE_LOCAL_SIZE")
-MODELS = ("64", "256", "sasrec")
+MODELS = ("64", "256", "sasrec", "gru4rec")
 TRAIN_KEYS = tuple(f"{impl}_{m}" for m in MODELS for impl in ("ours", "naive"))
-MODEL_LABEL = {"64": "BERT4Rec 64", "256": "BERT4Rec 256", "sasrec": "SASRec ce"}
+MODEL_LABEL = {"64": "BERT4Rec 64", "256": "BERT4Rec 256", "sasrec": "SASRec ce", "gru4rec": "GRU4Rec s-par"}
 # Per mode: timed steps (after ``warmup`` untimed ones) and the batch of every training measurement. A naive
 # step at batch 256 takes several seconds to a minute on 2 cores, so the quick mode times the naive ports on 16
 # of the 256 rows of each batch (every row is padded to 200, so their cost per sequence depends little on the
@@ -73,6 +74,8 @@ PLANS = {
         "naive_256": {"steps": 1, "warmup": 1, "batch": 16},
         "ours_sasrec": {"steps": 2, "warmup": 1, "batch": 256},
         "naive_sasrec": {"steps": 1, "warmup": 1, "batch": 16},
+        "ours_gru4rec": {"steps": 20, "warmup": 2, "batch": 256},
+        "naive_gru4rec": {"steps": 20, "warmup": 2, "batch": 256},
         "eval": {"repeats": 1},
     },
     "full": {
@@ -82,6 +85,8 @@ PLANS = {
         "naive_256": {"steps": 4, "warmup": 1, "batch": 256},
         "ours_sasrec": {"steps": 30, "warmup": 3, "batch": 256},
         "naive_sasrec": {"steps": 4, "warmup": 1, "batch": 256},
+        "ours_gru4rec": {"steps": 300, "warmup": 10, "batch": 256},
+        "naive_gru4rec": {"steps": 300, "warmup": 10, "batch": 256},
         "eval": {"repeats": 3},
     },
 }
@@ -439,7 +444,8 @@ def run_benchmark(args) -> int:
         data_dir, gen = resolve_data(args, work)
         check_vocab(data_dir)
         log("choosing the training batches")
-        most = {kind: max(plan[k][kind] for k in TRAIN_KEYS) for kind in ("steps", "warmup")}
+        batched = [k for k in TRAIN_KEYS if not k.endswith("gru4rec")]  # GRU4Rec steps through the windows' events
+        most = {kind: max(plan[k][kind] for k in batched) for kind in ("steps", "warmup")}
         sample = {"bert4rec": write_sample(data_dir, work / "sample.npz", most["steps"], most["warmup"]),
                   "sasrec": write_window_sample(data_dir, work / "windows.npz", most["steps"], most["warmup"])}
         for key in TRAIN_KEYS:

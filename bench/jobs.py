@@ -23,6 +23,14 @@ MAX_LEN = 200
 EVAL_BATCH_SIZE = 256
 
 
+def batch_counts(batch) -> tuple[int, int, int]:
+    """(sequences, predicted items, padded width) of a batch; a session-parallel step: its events, width 1."""
+    if hasattr(batch, "labels"):
+        return batch.num_sequences, len(batch.labels), batch.input_ids.shape[1]
+    events = int(np.asarray(batch.active).sum())
+    return events, events, 1
+
+
 def timed_loop(batches: list[np.ndarray], warmup: int, step) -> dict:
     """Run ``step(i, idx) -> batch`` on every batch; the first ``warmup`` are not timed. A step is timed whole
     (collation, forward, backward, optimizer update; the loss is read back, so the step has finished)."""
@@ -37,9 +45,10 @@ def timed_loop(batches: list[np.ndarray], warmup: int, step) -> dict:
             warm_seconds += elapsed
             continue
         times.append(elapsed)
-        sequences += batch.num_sequences
-        predicted += len(batch.labels)
-        widths.append(batch.input_ids.shape[1])
+        counted = batch_counts(batch)
+        sequences += counted[0]
+        predicted += counted[1]
+        widths.append(counted[2])
         if len(times) % 10 == 0 or len(times) == timed_steps:
             print(f"  step {len(times)}/{timed_steps}: {elapsed:.3f} s", file=sys.stderr, flush=True)
     seconds = sum(times)
@@ -137,6 +146,70 @@ def job_train_naive(config_path: Path, spec: dict, ctx: dict, sample: dict) -> d
     return timed_loop(batches, spec["warmup"], step)
 
 
+def session_schedule(sample: dict, slots: int):
+    """The sample's windows as sessions, fed ``slots`` at a time (GRU4Rec's session-parallel training)."""
+    from bert4rec.data.files import Windows
+    from bert4rec.models.gru4rec import session_parallel_schedule
+
+    sessions = Windows(np.zeros(len(sample["offsets"]) - 1, dtype=np.int32), sample["items"], sample["offsets"])
+    order = np.random.default_rng([SEED, 5]).permutation(len(sessions))
+    return sessions, session_parallel_schedule(sessions, order, slots)
+
+
+def job_train_ours_gru(config_path: Path, spec: dict, ctx: dict, sample: dict) -> dict:
+    import paddle
+
+    from bert4rec.models import build_model
+    from bert4rec.models.gru4rec import SessionStep
+    from bert4rec.train import TrainOptions, learning_rate, make_optimizer, train_step
+
+    paddle.seed(SEED)
+    model = build_model(resolved_config(config_path, ctx["data_dir"]))
+    model.train()
+    data = ctx["data_dir"]
+    opts = TrainOptions(config_path=config_path, train_path=data / "train.txt", valid_path=None,
+                        test_path=data / "test.txt", vocab_path=data / "vocab.txt",
+                        checkpoints=ctx["work_dir"] / "checkpoints", batch_size=spec["batch"], progress=False)
+    optimizer = make_optimizer(model, opts)
+    _, schedule = session_schedule(sample, spec["batch"])
+    steps = list(range(spec["warmup"] + spec["steps"]))
+
+    def step(i, s):
+        batch = SessionStep(schedule.inputs[s], schedule.targets[s], schedule.reset[s], schedule.active[s])
+        train_step(model, optimizer, batch, learning_rate(i, opts, len(steps)))
+        return batch
+
+    result = timed_loop(steps, spec["warmup"], step)
+    result["fused"] = model.kernels != "plain"
+    return result
+
+
+def job_train_naive_gru(config_path: Path, spec: dict, ctx: dict, sample: dict) -> dict:
+    import paddle
+    from naive_ports import NaiveGRU4Rec, naive_optimizer
+
+    paddle.seed(SEED)
+    cfg = json.loads(config_path.read_text(encoding="utf-8"))
+    vocab = sum(1 for _ in open(ctx["data_dir"] / "vocab.txt", encoding="utf-8"))
+    model = NaiveGRU4Rec(cfg, vocab)
+    model.train()
+    optimizer = naive_optimizer(model)
+    sessions, _ = session_schedule(sample, spec["batch"])
+    feeder = model.session_feeder(sessions, np.random.default_rng([SEED, 5]).permutation(len(sessions)),
+                                  spec["batch"])
+    steps = list(range(spec["warmup"] + spec["steps"]))
+
+    def step(i, _):
+        batch, loss = feeder()
+        loss.backward()
+        optimizer.step()
+        optimizer.clear_grad()
+        float(loss)
+        return batch
+
+    return timed_loop(steps, spec["warmup"], step)
+
+
 def job_eval(config_path: Path, spec: dict, ctx: dict) -> dict:
     import paddle
 
@@ -173,8 +246,11 @@ def run_job(name: str, spec: dict, worker: str, ctx: dict, configs: dict[str, Pa
         impl, config = name.split("_")
         if impl != worker:
             raise ValueError(f"job {name} in a {worker} child")
-        sample = load_sample(ctx["work_dir"] / ("windows.npz" if config == "sasrec" else "sample.npz"))
-        run = job_train_ours if impl == "ours" else job_train_naive
+        sample = load_sample(ctx["work_dir"] / ("sample.npz" if config in ("64", "256") else "windows.npz"))
+        if config == "gru4rec":
+            run = job_train_ours_gru if impl == "ours" else job_train_naive_gru
+        else:
+            run = job_train_ours if impl == "ours" else job_train_naive
         return {"batch": spec["batch"], **run(configs[config], spec, ctx, sample)}
     except Exception as err:  # noqa: BLE001 - reported, and the other jobs still run
         traceback.print_exc()

@@ -8,6 +8,8 @@ embeddings + LayerNorm + dropout, and every batch padded to 200; they run in Pad
   item embeddings + bias) and the softmax cross-entropy are computed.
 * SASRec with the cross-entropy loss, as its straightforward ports (e.g. the "SASRec+" code) do it: a causal plus
   padding mask, logits over all items at **every one of the 200 positions**, the loss averaged over the real ones.
+* GRU4Rec, session-parallel: ``paddle.nn.GRU`` one step at a time, a Python loop over the slots finding each one's
+  next event and resetting the state of slots whose session ended, ``Linear`` output, ``cross_entropy``.
 """
 
 from __future__ import annotations
@@ -67,6 +69,63 @@ class NaiveSASRec(NaiveTransformer):
         x = self.encode(input_ids, causal=True)
         logits = paddle.matmul(x, self.item_embeddings.weight, transpose_y=True)  # [B, L, V] at every position
         return F.cross_entropy(logits, targets.unsqueeze(-1), ignore_index=0)
+
+
+class NaiveGRU4Rec(nn.Layer):
+    """GRU4Rec as third-party ports write it: ``paddle.nn.GRU`` fed one event per session per step, a Python loop
+    keeping each slot's session and position, ``Linear`` output over all items, ``cross_entropy``."""
+
+    def __init__(self, c: dict, vocab: int) -> None:
+        super().__init__()
+        hidden = c["hidden_size"]
+        size = hidden if c.get("constrained_embedding", True) or not c.get("embedding_size") else c["embedding_size"]
+        self.embedding = nn.Embedding(vocab, size)
+        self.gru = nn.GRU(size, hidden, num_layers=c.get("num_hidden_layers", 1))
+        self.dropout = nn.Dropout(c.get("hidden_dropout_prob", 0.0))
+        self.output = nn.Linear(hidden, vocab)
+        self.hidden, self.layers = hidden, c.get("num_hidden_layers", 1)
+
+    def session_feeder(self, sessions, order, slots: int):
+        """A function returning (batch-like counts, loss) of the next session-parallel step."""
+        state = {"current": [-1] * slots, "position": [0] * slots, "next": 0,
+                 "h": paddle.zeros([self.layers, slots, self.hidden])}
+        for s in range(slots):
+            state["current"][s], state["next"] = int(order[state["next"]]), state["next"] + 1
+
+        class Counts:
+            def __init__(self, active):
+                self.active = active
+
+        def step():
+            inputs, targets, active = [], [], []
+            for s in range(slots):  # find each slot's next event, restart slots whose session ended
+                session = state["current"][s]
+                if session < 0:
+                    inputs.append(0), targets.append(0), active.append(False)
+                    continue
+                items = sessions.window(session)
+                inputs.append(int(items[state["position"][s]]))
+                targets.append(int(items[state["position"][s] + 1]))
+                active.append(True)
+                state["position"][s] += 1
+                if state["position"][s] + 1 >= len(items):
+                    if state["next"] < len(order):
+                        state["current"][s], state["next"] = int(order[state["next"]]), state["next"] + 1
+                    else:
+                        state["current"][s] = -1
+                    state["position"][s] = 0
+                    mask = paddle.ones([1, slots, 1])
+                    mask[0, s, 0] = 0.0
+                    state["h"] = state["h"] * mask
+            x = self.embedding(paddle.to_tensor(inputs)).unsqueeze(1)
+            out, h = self.gru(x, state["h"])
+            state["h"] = h.detach()
+            logits = self.output(self.dropout(out[:, 0]))
+            keep = paddle.to_tensor([i for i, a in enumerate(active) if a])
+            loss = F.cross_entropy(paddle.gather(logits, keep), paddle.to_tensor(targets).gather(keep).unsqueeze(-1))
+            return Counts(active), loss
+
+        return step
 
 
 def naive_optimizer(model: nn.Layer) -> paddle.optimizer.AdamW:

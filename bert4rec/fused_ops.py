@@ -38,7 +38,7 @@ from pathlib import Path
 import paddle
 
 CSRC = Path(__file__).with_name("csrc")
-ACTIVATIONS = {"gelu": 0, "gelu_exact": 1, "relu": 2}  # config.hidden_act -> kernel code
+ACTIVATIONS = {"gelu": 0, "gelu_exact": 1, "relu": 2, "swish": 3, "tanh": 4, "sigmoid": 5}  # hidden_act -> code
 LAYER_NORM_EPS = 1e-12
 _module = None
 _failed = False

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 POP100_METRICS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR")
-FULL_METRICS = POP100_METRICS + ("Recall@10", "Precision@10")
+FULL_METRICS = POP100_METRICS + ("Recall@10", "Precision@10", "MRR@10")
 
 
 def target_ranks(scores: np.ndarray, target_scores: np.ndarray, candidate_mask: np.ndarray | None = None
@@ -42,8 +42,8 @@ def metrics_from_ranks(ranks: np.ndarray, names: tuple[str, ...] = FULL_METRICS)
             values = (ranks < k) / k
         elif kind == "NDCG":
             values = np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0)
-        elif kind == "MRR":
-            values = 1.0 / (ranks + 1.0)
+        elif kind == "MRR":  # MRR@k: reciprocal rank within the top k, else 0 (RecBole's mrr@10)
+            values = 1.0 / (ranks + 1.0) if not k else np.where(ranks < k, 1.0 / (ranks + 1.0), 0.0)
         else:
             raise ValueError(f"unknown metric {name!r}")
         out[name] = float(np.mean(values))

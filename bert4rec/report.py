@@ -13,6 +13,7 @@ from bert4rec.metrics import FULL_METRICS
 
 ML1M_ITEMS = 3416
 COLUMNS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR")
+SESSION_COLUMNS = ("Recall@20", "MRR@20", "HR@10", "NDCG@10")
 # Published ML-1M numbers the README names (the same leave-one-out split on the ML-1M sequence file).
 PUBLISHED = [
     ("BERT4Rec, paper (Sun et al., CIKM 2019)", "POP100",
@@ -47,7 +48,12 @@ class Run:
         return f"{machine['cpu']}, {machine.get('cores', '?')} cores" if "cpu" in machine else "not recorded"
 
     def valid_curve(self) -> list[tuple[float, float]]:
-        return [(e["minutes"], e["full"]["NDCG@10"]) for e in self.events if e.get("event") == "valid" and "full" in e]
+        """Validation selection metric against training minutes (FULL NDCG@10; sessions: MRR@20)."""
+        curve = []
+        for e in self.events:
+            if e.get("event") == "valid" and ("full" in e or "session" in e):
+                curve.append((e["minutes"], e["full"]["NDCG@10"] if "full" in e else e["session"]["MRR@20"]))
+        return curve
 
 
 def read_run(path: Path) -> Run:
@@ -73,8 +79,26 @@ def read_run(path: Path) -> Run:
     return Run(Path(path), results, events)
 
 
-def _cells(metrics: dict) -> list[str]:
-    return [f"{metrics[name]:.4f}" if name in metrics else "–" for name in COLUMNS]
+def _cells(metrics: dict, columns: tuple[str, ...] = COLUMNS) -> list[str]:
+    return [f"{metrics[name]:.4f}" if name in metrics else "–" for name in columns]
+
+
+def session_table(runs: list[Run], baselines: dict[str, dict]) -> str:
+    """Runs on session data (``--split date``): every next event of every test session."""
+    head = ["run", "model", "config", "data", *SESSION_COLUMNS, "predictions", "training min", "steps (best)", "CPU"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for run in runs:
+        r, m = run.results, run.results["test"]["session"]
+        lines.append("| " + " | ".join([run.label, r.get("model", "?"), run.config_name(), run.data(),
+                                         *_cells(m, SESSION_COLUMNS), f"{m.get('predictions', 0):,}",
+                                         f"{r.get('train_seconds', 0) / 60:.1f}",
+                                         f"{r.get('steps', '?'):,} ({r.get('best_step', '?'):,})", run.cpu()]) + " |")
+    for dataset, metrics in baselines.items():
+        if "session" in metrics:
+            lines.append("| " + " | ".join(["popularity baseline", "MostPop", "training-part counts", dataset,
+                                             *_cells(metrics["session"], SESSION_COLUMNS), "–", "0", "–", "–"])
+                         + " |")
+    return "\n".join(lines)
 
 
 def table(runs: list[Run], baselines: dict[str, dict]) -> str:
@@ -84,13 +108,15 @@ def table(runs: list[Run], baselines: dict[str, dict]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for run in runs:
         r = run.results
+        if "session" in r["test"]:
+            continue  # session protocol: its own table
         for protocol in ("full", "pop100"):
             lines.append("| " + " | ".join([
                 run.label, r.get("model", "?"), run.config_name(), run.data(), protocol.upper(),
                 *_cells(r["test"].get(protocol) or {}), f"{r.get('train_seconds', 0) / 60:.1f}",
                 f"{r.get('steps', '?'):,} ({r.get('best_step', '?'):,})", run.cpu()]) + " |")
     for dataset, metrics in baselines.items():
-        for protocol in ("full", "pop100"):
+        for protocol in ("full", "pop100") if "full" in metrics else ():
             lines.append("| " + " | ".join(["popularity baseline", "MostPop", "training-part counts", dataset,
                                              protocol.upper(), *_cells(metrics[protocol]), "0", "–", "–"]) + " |")
     if any((r.results.get("data") or {}).get("num_items") == ML1M_ITEMS for r in runs):
@@ -103,7 +129,6 @@ def table(runs: list[Run], baselines: dict[str, dict]) -> str:
 def popularity_baselines(runs: list[Run]) -> dict[str, dict]:
     """MostPop's test metrics on each dataset the runs used (its counts from the training part only)."""
     from bert4rec.data.dataset import load_training_data
-    from bert4rec.evaluate import evaluate
     from bert4rec.models.mostpop import MostPop, MostPopConfig
 
     out: dict[str, dict] = {}
@@ -118,9 +143,8 @@ def popularity_baselines(runs: list[Run]) -> dict[str, dict]:
             continue  # the run's data is not on this machine: no baseline row for it
         data = load_training_data(paths[0], paths[1], paths[2], paths[3], int(options.get("max_len", 200)))
         model = MostPop(MostPopConfig(vocab_size=data.vocab.size))
-        model.fit(data)
-        metrics = evaluate(model.predict, data.test, data.num_items)
-        out[key] = {"full": metrics["full"], "pop100": metrics["pop100"]}
+        model.prepare(data)
+        out[key] = {k: v for k, v in data.evaluate(model, "test", 256).items() if k != "seconds"}
     return out
 
 
@@ -150,11 +174,20 @@ def write_report(run_dirs: list[Path], output: Path) -> tuple[Path, Path]:
     """Read the runs, write ``output`` (Markdown) and the PNG beside it; returns both paths."""
     runs = [read_run(Path(p)) for p in run_dirs]
     png = output.with_suffix(".png")
+    baselines = popularity_baselines(runs)
+    loo = [r for r in runs if "session" not in r.results["test"]]
+    sessions = [r for r in runs if "session" in r.results["test"]]
+    parts = []
+    if loo:
+        parts.append(table(loo, {k: v for k, v in baselines.items() if "full" in v}))
+    if sessions:
+        parts.append("Session protocol (`--split date`): the next item at every event of every test session, "
+                     "ranked among all items.\n\n" + session_table(sessions, baselines))
     text = (f"# Comparison of {len(runs)} run{'s' if len(runs) > 1 else ''}\n\n"
             "Test metrics of every user, each run's checkpoint chosen on validation FULL NDCG@10 and tested once; "
             "FULL ranks the target among all items (history excluded), POP100 among 100 popularity-sampled "
             f"negatives. FULL also has Recall@10 = HR@10 and Precision@10 = HR@10 / 10 ({', '.join(FULL_METRICS)} "
-            "in results.json).\n\n" + table(runs, popularity_baselines(runs))
+            "in results.json).\n\n" + "\n\n".join(parts)
             + f"\n\n![validation FULL NDCG@10 against training time]({png.name})\n")
     plot(runs, png)
     atomic_write_text(output, text)

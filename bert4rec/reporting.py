@@ -43,15 +43,32 @@ class EventLog:
             plot_training_curves(self.events(), self.plot_path)
 
 
+CURVES = {"full": (("full", "NDCG@10", "FULL NDCG@10"), ("full", "HR@10", "FULL HR@10"),
+                   ("pop100", "HR@10", "POP100 HR@10")),
+          "session": (("session", "Recall@20", "Recall@20"), ("session", "MRR@20", "MRR@20"),
+                      ("session", "NDCG@10", "NDCG@10"))}
+
+
+def validation_summary(metrics: dict) -> str:
+    """One line of validation metrics (leave-one-out or session protocol)."""
+    if "session" in metrics:
+        m = metrics["session"]
+        return (f"valid Recall@20 {m['Recall@20']:.4f} MRR@20 {m['MRR@20']:.4f} | HR@10 {m['HR@10']:.4f} "
+                f"NDCG@10 {m['NDCG@10']:.4f}")
+    return (f"valid FULL NDCG@10 {metrics['full']['NDCG@10']:.4f} HR@10 {metrics['full']['HR@10']:.4f} | "
+            f"POP100 HR@10 {metrics['pop100']['HR@10']:.4f} NDCG@10 {metrics['pop100']['NDCG@10']:.4f}")
+
+
 def plot_training_curves(events: list[dict], path: Path) -> None:
-    """Training loss and validation FULL NDCG@10 / POP100 HR@10 against steps and wall time."""
+    """Training loss and the validation metrics against steps and wall time."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     train = [e for e in events if e.get("event") == "train"]
-    valid = [e for e in events if e.get("event") == "valid" and "full" in e]
+    valid = [e for e in events if e.get("event") == "valid" and ("full" in e or "session" in e)]
+    curves = CURVES["session" if valid and "session" in valid[0] else "full"]
     fig, axes = plt.subplots(2, 2, figsize=(11, 7))
     for col, xkey, xlabel in ((0, "step", "step"), (1, "minutes", "training wall time (min)")):
         ax = axes[0][col]
@@ -60,9 +77,8 @@ def plot_training_curves(events: list[dict], path: Path) -> None:
         ax.set_ylabel("training loss")
         ax.grid(alpha=0.3)
         ax = axes[1][col]
-        ax.plot([e[xkey] for e in valid], [e["full"]["NDCG@10"] for e in valid], "o-", label="FULL NDCG@10")
-        ax.plot([e[xkey] for e in valid], [e["full"]["HR@10"] for e in valid], "s-", label="FULL HR@10")
-        ax.plot([e[xkey] for e in valid], [e["pop100"]["HR@10"] for e in valid], "^-", label="POP100 HR@10")
+        for (protocol, metric, label), marker in zip(curves, ("o-", "s-", "^-"), strict=True):
+            ax.plot([e[xkey] for e in valid], [e[protocol][metric] for e in valid], marker, label=label)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("validation")
         ax.grid(alpha=0.3)
@@ -74,12 +90,16 @@ def plot_training_curves(events: list[dict], path: Path) -> None:
 
 
 def results_table(test: dict, num_items: int) -> str:
-    """Test metrics, next to the paper's ML-1M row (POP100 protocol) when the data is ML-1M (3,416 items)."""
-    with_paper = num_items == ML1M_ITEMS
+    """Test metrics; leave-one-out next to the paper's ML-1M row (POP100) when the data is ML-1M (3,416 items)."""
 
     def cell(value: float | None, width: int = 10) -> str:
         return f"{value:>{width}.4f}" if value is not None else f"{'-':>{width}}"
 
+    if "session" in test:
+        return "\n".join([f"{'metric':<14}{'session':>10}"] + [f"{name:<14}{cell(test['session'].get(name))}"
+                                                               for name in ("Recall@20", "MRR@20", "HR@10",
+                                                                            "NDCG@10")])
+    with_paper = num_items == ML1M_ITEMS
     lines = [f"{'metric':<14}{'POP100':>10}{'paper ML-1m' if with_paper else '':>12}{'FULL':>10}"]
     for name in ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR", "Recall@10", "Precision@10"):
         paper = cell(PAPER_ML1M_POP100.get(name), 12) if with_paper else " " * 12

@@ -13,7 +13,8 @@ The flow of ``train(opts)``:
 4. the best checkpoint (or, with ``--holdout test`` data and no validation set, the final weights) is scored on the
    *test* set exactly once; ``results.json`` records everything.
 
-A model without gradient training (MostPop) is fitted in step 2 and goes straight to 3 and 4. Nothing about the
+A model without gradient training (MostPop) is set up from the data (``model.prepare``) and goes straight to 3
+and 4. Nothing about the
 test set is looked at before step 4. Training is resumable: a checkpoint holds the position in the epoch, so
 resuming replays exactly the batches and dropout masks an uninterrupted run would.
 """
@@ -24,6 +25,7 @@ import json
 import math
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,13 +39,11 @@ from bert4rec.config import DEFAULT_TRAIN_STEPS, FLAGS, ModelConfig, TrainOption
 from bert4rec.cpu import describe_machine
 from bert4rec.data.dataset import TrainingData, load_training_data
 from bert4rec.errors import EnvironmentFailure, UserError
-from bert4rec.evaluate import evaluate
 from bert4rec.fileio import atomic_write_text
 from bert4rec.models import SequentialRecommender, build_model, config_from_dict, load_config
-from bert4rec.reporting import EventLog, results_table
+from bert4rec.reporting import EventLog, results_table, validation_summary
 from bert4rec.rundir import check_run_dir, claim_run_dir
 
-SELECT_METRIC = ("full", "NDCG@10")
 GENERATE_HINT = "(generate the data with `cd bert_train && python gen_data_fin.py`)"
 
 
@@ -60,6 +60,7 @@ class TrainState:
     train_seconds: float = 0.0
     sequences: int = 0
     finished: bool = False
+    model_runtime: dict | None = None  # what the model carries between batches (``model.training_state()``)
 
 
 # ------------------------------------------------------------------------------------------- optimiser
@@ -190,9 +191,12 @@ def validate_options(opts: TrainOptions) -> ModelConfig:
     problem = opts.model_specific_problem(config.MODEL)
     if problem:
         raise UserError(problem)
-    windows = opts.train_path.with_name("train_windows.txt")
+    sessions = opts.train_path.name == "train_sessions.txt"  # --split date data
+    windows = opts.train_path if sessions else opts.train_path.with_name("train_windows.txt")
     required = [("--VOCAB_PATH", opts.vocab_path), ("--TEST_DATA_DIR", opts.test_path),
                 ("--TRAIN_DATA_DIR", windows)]
+    if sessions and opts.masking == "fixed" and config.MODEL == "BERT4Rec":
+        raise UserError("--MASKING fixed reads train.txt, which --split date data does not have; use dynamic")
     if opts.masking == "fixed" and config.MODEL == "BERT4Rec":
         required.append(("--TRAIN_DATA_DIR", opts.train_path))
     for flag, path in required:
@@ -222,15 +226,19 @@ def resume(opts: TrainOptions, model: SequentialRecommender, optimizer, config: 
 # -------------------------------------------------------------------------------------------- training
 
 
-def train(opts: TrainOptions) -> dict:
-    """Train, select on validation, test once; returns the results dict (also written to results.json)."""
+def train(opts: TrainOptions, on_validation: Callable[[int, float], None] | None = None) -> dict:
+    """Train, select on validation, test once; returns the results dict (also written to results.json).
+
+    ``on_validation(step, value)`` sees every validation FULL NDCG@10; it may raise to stop the run (pruning).
+    """
     config = validate_options(opts)
     rank, world = setup_device(opts.device)
     with claim_run_dir(opts.checkpoints, enabled=rank == 0):
-        return run_training(opts, config, rank, world)
+        return run_training(opts, config, rank, world, on_validation)
 
 
-def run_training(opts: TrainOptions, config: ModelConfig, rank: int, world: int) -> dict:
+def run_training(opts: TrainOptions, config: ModelConfig, rank: int, world: int,
+                 on_validation: Callable[[int, float], None] | None = None) -> dict:
     """Everything of ``train`` after the flags are checked and the run folder is ours."""
     is_main = rank == 0
     data = load_training_data(opts.vocab_path, opts.train_path, opts.valid_path, opts.test_path, opts.max_len)
@@ -247,6 +255,7 @@ def run_training(opts: TrainOptions, config: ModelConfig, rank: int, world: int)
     state = TrainState()
     if opts.init_checkpoint is not None:
         state = resume(opts, model, optimizer, config)
+        model.load_training_state(state.model_runtime)
         log.cut_after(state.step)  # the steps after the checkpoint are run (and logged) again
         if is_main:
             print(f"resumed from {opts.init_checkpoint} at step {state.step}")
@@ -256,6 +265,7 @@ def run_training(opts: TrainOptions, config: ModelConfig, rank: int, world: int)
 
     def checkpoint(name: str, with_optimizer: bool = True) -> None:
         path = opts.checkpoints / name
+        state.model_runtime = model.training_state()
         try:
             save_checkpoint(path, model, optimizer if with_optimizer else None, asdict(state), config.to_dict(),
                             opts.resume_options())
@@ -270,20 +280,20 @@ def run_training(opts: TrainOptions, config: ModelConfig, rank: int, world: int)
             model.eval()
             event = {"event": "valid", "step": state.step, "epoch": state.epoch,
                      "minutes": round(state.train_seconds / 60, 3)}
-            if data.valid is not None:
-                metrics = evaluate(model.predict, data.valid, data.num_items, opts.eval_batch_size)
-                event.update(pop100=metrics["pop100"], full=metrics["full"], eval_seconds=metrics["seconds"])
-                value = metrics[SELECT_METRIC[0]][SELECT_METRIC[1]]
+            if data.has_validation:
+                metrics = data.evaluate(model, "valid", opts.eval_batch_size)
+                event.update({k: v for k, v in metrics.items() if k != "seconds"}, eval_seconds=metrics["seconds"])
+                value = metrics[data.selection[0]][data.selection[1]]
                 if value > state.best_metric:
                     state.best_metric, state.best_step, state.evals_since_best = value, state.step, 0
                     checkpoint("best.pdparams", with_optimizer=False)
                 else:
                     state.evals_since_best += 1
                 stop = state.evals_since_best >= opts.patience
-                tqdm.write(f"step {state.step}: valid FULL NDCG@10 {value:.4f} HR@10 "
-                           f"{metrics['full']['HR@10']:.4f} | POP100 HR@10 {metrics['pop100']['HR@10']:.4f} "
-                           f"NDCG@10 {metrics['pop100']['NDCG@10']:.4f} (best {state.best_metric:.4f} "
+                tqdm.write(f"step {state.step}: {validation_summary(metrics)} (best {state.best_metric:.4f} "
                            f"@ {state.best_step})")
+                if on_validation is not None:
+                    on_validation(state.step, value)
             log.write(event)
             checkpoint("last.pdparams")
             log.plot()
@@ -294,12 +304,16 @@ def run_training(opts: TrainOptions, config: ModelConfig, rank: int, world: int)
             stop = bool(int(flag.item()))
         return stop
 
+    if opts.init_checkpoint is None:
+        model.prepare(data)  # a resumed run restores it with the weights
     if not model.trainable:
-        model.fit(data)
         state.finished = True
         run_validation()
         return finish(opts, model, data, config, state, log, time.time() - started_wall) if is_main else {}
 
+    if world > 1 and hasattr(batches, "order"):
+        raise UserError(f"{config.MODEL} on this data trains in a fixed order of steps that carry state from one to "
+                        "the next: run it in one process (./train.sh -local y)")
     train_model = paddle.DataParallel(model) if world > 1 else model
     total_steps = total_steps_for(opts, batches.num_examples)
     model.train()
@@ -310,8 +324,12 @@ def run_training(opts: TrainOptions, config: ModelConfig, rank: int, world: int)
     with StopFlag() as stop_flag:
         while state.step < total_steps and not state.finished:
             examples = batches.examples(state.epoch)
-            order = epoch_batches(examples.lengths, opts.batch_size, np.random.default_rng([opts.seed, state.epoch]),
-                                  bucket=opts.bucket, min_size=world)
+            epoch_rng = np.random.default_rng([opts.seed, state.epoch])
+            if hasattr(batches, "order"):  # batches that must run in their own order (session-parallel)
+                order = batches.order(examples, epoch_rng)
+            else:
+                order = epoch_batches(examples.lengths, opts.batch_size, epoch_rng, bucket=opts.bucket,
+                                      min_size=world)
             while state.batch_in_epoch < len(order) and state.step < total_steps:
                 step_start = time.perf_counter()
                 global_batch = order[state.batch_in_epoch]
@@ -321,9 +339,10 @@ def run_training(opts: TrainOptions, config: ModelConfig, rank: int, world: int)
                 loss_value = train_step(train_model, optimizer, batch, lr)
                 state.step += 1
                 state.batch_in_epoch += 1
-                state.sequences += len(global_batch)
+                seen = batch.num_sequences if hasattr(batches, "order") else len(global_batch)  # events of a step
+                state.sequences += seen
                 state.train_seconds += time.perf_counter() - step_start
-                window_seqs += len(global_batch)
+                window_seqs += seen
                 if is_main and (state.step % 10 == 0 or state.step == total_steps):
                     rate = window_seqs / max(time.perf_counter() - window_start, 1e-9)
                     progress.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", seq_s=f"{rate:.0f}",
@@ -369,7 +388,7 @@ def finish(opts: TrainOptions, model: SequentialRecommender, data: TrainingData,
            state: TrainState, log: EventLog, wall_seconds: float) -> dict:
     """Restore the selected weights, score the test set once, write results.json and print the table."""
     best_path = opts.checkpoints / "best.pdparams"
-    if data.valid is not None and best_path.exists():
+    if data.has_validation and best_path.exists():
         restore(load_checkpoint(best_path), model, rng=False)
         selected = state.best_step
     else:
@@ -379,11 +398,12 @@ def finish(opts: TrainOptions, model: SequentialRecommender, data: TrainingData,
         "model": config.MODEL,
         "config": config.to_dict(),
         "options": opts.to_json(),
-        "data": {"dataset": opts.test_path.parent.name, "holdout": "valid_test" if data.valid else "test",
-                 "num_users": len(data.test), "num_items": data.num_items},
+        "data": {"dataset": opts.test_path.parent.name, "protocol": data.protocol,
+                 "holdout": ("valid_test" if data.has_validation else "test") if data.protocol == "loo" else "date",
+                 "num_users": data.num_eval("test"), "num_items": data.num_items},
         "valid": None,
         "test": None,
-        "num_eval_users": len(data.test),
+        "num_eval_users": data.num_eval("test"),
         "steps": state.step,
         "best_step": selected,
         "train_seconds": round(state.train_seconds, 1),
@@ -391,17 +411,16 @@ def finish(opts: TrainOptions, model: SequentialRecommender, data: TrainingData,
         "sequences_seen": state.sequences,
         "machine": {**describe_machine(), "paddle": paddle.__version__},
     }
-    if data.valid is not None:
-        valid = evaluate(model.predict, data.valid, data.num_items, opts.eval_batch_size)
-        results["valid"] = {"pop100": valid["pop100"], "full": valid["full"]}
-    test = evaluate(model.predict, data.test, data.num_items, opts.eval_batch_size)
-    results["test"] = {"pop100": test["pop100"], "full": test["full"]}
-    log.write({"event": "test", "step": selected, "pop100": test["pop100"], "full": test["full"],
-               "minutes": round(state.train_seconds / 60, 3)})
+    if data.has_validation:
+        results["valid"] = {k: v for k, v in data.evaluate(model, "valid", opts.eval_batch_size).items()
+                            if k != "seconds"}
+    test = {k: v for k, v in data.evaluate(model, "test", opts.eval_batch_size).items() if k != "seconds"}
+    results["test"] = test
+    log.write({"event": "test", "step": selected, **test, "minutes": round(state.train_seconds / 60, 3)})
     atomic_write_text(opts.checkpoints / "results.json", json.dumps(results, indent=2) + "\n")
     log.plot()
-    print(f"\nTest ({len(data.test)} users, {config.MODEL}, weights from step {selected}; "
-          f"training {state.train_seconds / 60:.1f} min)")
-    print(results_table(results["test"], data.num_items))
+    print(f"\nTest ({data.num_eval('test')} {'users' if data.protocol == 'loo' else 'sessions'}, {config.MODEL}, "
+          f"weights from step {selected}; training {state.train_seconds / 60:.1f} min)")
+    print(results_table(test, data.num_items))
     print(f"results: {opts.checkpoints / 'results.json'}")
     return results

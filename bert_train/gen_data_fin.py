@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = p.add_argument_group("filtering and split")
     sp.add_argument("--min_item_count", type=int, default=d.min_item_count, help="drop rarer items")
+    sp.add_argument("--split", default=d.split, choices=("loo", "date"),
+                    help="loo: leave-one-out (--holdout applies; every model); date: the session protocol "
+                    "(GRU4Rec): the last --test_days in test, the --valid_days before in validation")
+    sp.add_argument("--test_days", type=float, default=d.test_days, help="--split date: days of the test part")
+    sp.add_argument("--valid_days", type=float, default=d.valid_days, help="--split date: days of validation")
+    sp.add_argument("--min_session_len", type=int, default=d.min_session_len,
+                    help="--split date: shortest session kept (cleansing repeats until nothing changes)")
     sp.add_argument("--drop_duplicates", action="store_true",
                     help="drop lines repeating an earlier (user, item, timestamp); by default they are kept, "
                     "counted in stats.json and warned about")
@@ -135,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         eval_seed=args.eval_seed,
         num_negatives=args.num_negatives,
         drop_duplicates=args.drop_duplicates,
+        split=args.split,
+        test_days=args.test_days,
+        valid_days=args.valid_days,
+        min_session_len=args.min_session_len,
         item_meta=args.item_meta,
         item_id_map=args.item_id_map,
         user_id_map=args.user_id_map,
@@ -142,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     stats = generate_dataset(opts, progress=False if args.no_progress else None)
     if stats.get("up_to_date"):
+        return 0
+    if stats.get("split") == "date":
+        parts = ", ".join(f"{name} {p['sessions']:,} sessions / {p['events']:,} events ({p['first']} to "
+                          f"{p['last']})" for name, p in stats["parts"].items())
+        print(f"{stats['dataset']} ({stats['format']}, split by date): {stats['num_items']:,} items; {parts}")
+        print(f"wrote {stats['output_dir']} in {stats['timings_seconds']['total']:.1f} s")
         return 0
     evals = ", ".join(f"{name} {n:,} users" for name, n in stats["num_eval_users"].items())
     print(

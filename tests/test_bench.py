@@ -103,6 +103,11 @@ def _fake_result(bench, error: bool = False) -> dict:
                         "cpu_settings_applied": env_ours},
         "naive_sasrec": {"seq_per_s": 7.5, "masked_items_per_s": 750.0, "steps": 4, "batch": 256,
                          "env": {}, "env_after_paddle_import": {"OMP_NUM_THREADS": "1"}},
+        "ours_gru4rec": {"seq_per_s": 9000.0, "masked_items_per_s": 9000.0, "steps": 300, "batch": 256,
+                         "fused": True, "env": {}, "env_after_paddle_import": env_ours,
+                         "cpu_settings_applied": env_ours},
+        "naive_gru4rec": {"seq_per_s": 3000.0, "masked_items_per_s": 3000.0, "steps": 300, "batch": 256,
+                          "env": {}, "env_after_paddle_import": {"OMP_NUM_THREADS": "1"}},
         "eval": {"num_users": 6040, "repeats": 3, "full_seconds": 5.0, "pop100_seconds": 4.0},
     }
     seq = {k: jobs[k].get("seq_per_s") for k in bench.TRAIN_KEYS}
@@ -123,6 +128,7 @@ def test_results_table(bench):
     table = bench.results_table(_fake_result(bench))
     assert "speedup BERT4Rec 64" in table and "20.00x" in table and "AMD EPYC" in table
     assert "speedup SASRec ce" in table and "40.00x" in table
+    assert "speedup GRU4Rec s-par" in table and "3.00x" in table
     assert "fused=on" in table and "fused=?" in table and "OMP_NUM_THREADS=1 (Paddle's default)" in table
     assert "OMP_NUM_THREADS=2 (bert4rec) MKL_DEBUG_CPU_TYPE=5 (bert4rec)" in table
     assert "OMP_NUM_THREADS=2 (user) MKL_DEBUG_CPU_TYPE=5 (bert4rec)" in table

@@ -46,7 +46,7 @@ def write(tmp_path, raw) -> Path:
     (dict(GOOD, hidden_size=65), "hidden_size: 65 is not divisible"),
     (dict(GOOD, hidden_dropout_prob=1.5), "hidden_dropout_prob"),
     (dict(GOOD, num_hidden_layers=0), "num_hidden_layers"),
-    (dict(GOOD, hidden_act="swish"), "hidden_act"),
+    (dict(GOOD, hidden_act="mish"), "hidden_act"),
     (dict(GOOD, vocab_size="3420"), "vocab_size"),
     ("{\n  \"hidden_size\": 64,\n}", ":3: invalid JSON"),
     ("[1, 2]", "expected a JSON object"),

@@ -60,9 +60,10 @@ def check_op(fused_fn, plain_fn, inputs, grad_shape, seed=99):
 # ------------------------------------------------------------------------------------------ per-op maths
 
 
-@pytest.mark.parametrize("act", ["gelu", "gelu_exact", "relu"])
+@pytest.mark.parametrize("act", ["gelu", "gelu_exact", "relu", "swish", "tanh", "sigmoid"])
 def test_bias_act_matches_plain(act):
-    plain = {"gelu": lambda u: F.gelu(u, approximate=True), "gelu_exact": F.gelu, "relu": F.relu}[act]
+    plain = {"gelu": lambda u: F.gelu(u, approximate=True), "gelu_exact": F.gelu, "relu": F.relu,
+             "swish": F.swish, "tanh": paddle.tanh, "sigmoid": F.sigmoid}[act]
     inputs = [param([37, 96], 0, 2.0), param([96], 1)]
     check_op(lambda x, b: fo.bias_act(x, b, act), lambda x, b: plain(x + b), inputs, [37, 96])
 
@@ -320,7 +321,7 @@ def loss_and_grads(model, ids, positions, labels):
     return out
 
 
-@pytest.mark.parametrize("act", ["gelu", "relu"])
+@pytest.mark.parametrize("act", ["gelu", "relu", "swish"])
 def test_model_fused_equals_plain(act):
     paddle.seed(11)
     plain = BERT4Rec(small_config(act=act), "plain")

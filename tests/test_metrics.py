@@ -32,6 +32,7 @@ def test_metrics_from_hand_computed_ranks():
     assert m["NDCG@5"] == pytest.approx(ndcg5)
     assert m["NDCG@10"] == pytest.approx(ndcg5 + (1 / math.log2(7) + 1 / math.log2(11)) / 6)
     assert m["MRR"] == pytest.approx(np.mean([1, 1 / 2, 1 / 5, 1 / 6, 1 / 10, 1 / 11]))
+    assert m["MRR@10"] == pytest.approx(np.mean([1, 1 / 2, 1 / 5, 1 / 6, 1 / 10, 0]))  # rank 10 is 11th: out
 
 
 def test_perfect_and_hopeless_rankings():

@@ -158,3 +158,15 @@ def test_the_exported_model_answers_like_the_trained_one(sasrec_run, planted, tm
     items, scores = Predictor(tmp_path / "exported").recommend(histories)
     assert np.array_equal(items, expected_items)
     np.testing.assert_allclose(scores, expected_scores, atol=1e-4, rtol=1e-4)
+
+
+def test_rescore_recomputes_the_results_from_the_checkpoint(sasrec_run, tmp_path):
+    proc = cli("bench/rescore.py", str(sasrec_run))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "largest difference" in proc.stdout
+    tampered = tmp_path / "tampered"
+    shutil.copytree(sasrec_run, tampered)
+    results = json.loads((tampered / "results.json").read_text())
+    results["test"]["full"]["NDCG@10"] += 0.01
+    (tampered / "results.json").write_text(json.dumps(results))
+    one_error_line(cli("bench/rescore.py", str(tampered)), "differ from results.json by up to 0.0100")

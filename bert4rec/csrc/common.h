@@ -83,9 +83,10 @@ inline float ExpF(float x) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Activations (the model config's hidden_act): 0 = gelu (tanh approximation, BERT), 1 = exact gelu, 2 = relu.
+// Activations (the model config's hidden_act): 0 = gelu (tanh approximation, BERT), 1 = exact gelu, 2 = relu,
+// 3 = swish (x sigmoid(x)), 4 = tanh, 5 = sigmoid (RecBole's choices).
 
-enum Act { kGeluTanh = 0, kGeluExact = 1, kRelu = 2 };
+enum Act { kGeluTanh = 0, kGeluExact = 1, kRelu = 2, kSwish = 3, kTanh = 4, kSigmoid = 5 };
 
 constexpr float kSqrt2OverPi = 0.7978845608028654f;
 constexpr float kGeluC = 0.044715f;
@@ -125,6 +126,28 @@ inline float GeluExactGrad(float u) {
   return 0.5f * (1.f + std::erf(u * 0.7071067811865476f)) + u * 0.3989422804014327f * std::exp(-0.5f * u * u);
 }
 
+inline float SigmoidF(float u) { return 1.f / (1.f + ExpF(-u)); }
+
+// y = act(u) and dy/du for the activations without a fast path of their own.
+inline float OtherAct(int act, float u) {
+  if (act == kSwish) return u * SigmoidF(u);
+  if (act == kTanh) return TanhF(u);
+  return SigmoidF(u);  // kSigmoid
+}
+
+inline float OtherActGrad(int act, float u) {
+  if (act == kSwish) {
+    const float s = SigmoidF(u);
+    return s * (1.f + u * (1.f - s));
+  }
+  if (act == kTanh) {
+    const float t = TanhF(u);
+    return 1.f - t * t;
+  }
+  const float s = SigmoidF(u);
+  return s * (1.f - s);
+}
+
 // y[c] = act(x[c] + b[c]) for one row.
 inline void ActRow(int act, const float* x, const float* b, float* y, int64_t n) {
   if (act == kGeluTanh) {
@@ -132,6 +155,8 @@ inline void ActRow(int act, const float* x, const float* b, float* y, int64_t n)
     for (int64_t c = 0; c < n; ++c) y[c] = GeluTanh(x[c] + b[c]);
   } else if (act == kGeluExact) {
     for (int64_t c = 0; c < n; ++c) y[c] = GeluExact(x[c] + b[c]);
+  } else if (act != kRelu) {
+    for (int64_t c = 0; c < n; ++c) y[c] = OtherAct(act, x[c] + b[c]);
   } else {
 #pragma omp simd
     for (int64_t c = 0; c < n; ++c) y[c] = x[c] + b[c] > 0.f ? x[c] + b[c] : 0.f;
@@ -145,6 +170,8 @@ inline void ActGradRow(int act, const float* x, const float* b, const float* dy,
     for (int64_t c = 0; c < n; ++c) g[c] = dy[c] * GeluTanhGrad(x[c] + b[c]);
   } else if (act == kGeluExact) {
     for (int64_t c = 0; c < n; ++c) g[c] = dy[c] * GeluExactGrad(x[c] + b[c]);
+  } else if (act != kRelu) {
+    for (int64_t c = 0; c < n; ++c) g[c] = dy[c] * OtherActGrad(act, x[c] + b[c]);
   } else {
 #pragma omp simd
     for (int64_t c = 0; c < n; ++c) g[c] = x[c] + b[c] > 0.f ? dy[c] : 0.f;

@@ -2,7 +2,10 @@
 
 ``load_training_data`` reads ``vocab.txt``, the shared training windows (``train_windows.txt``: every model's
 training sequences) and the validation/test sets, and checks before any training starts that every item id is an
-item of the vocabulary (a bad id is one ``error:`` line naming the file and line, not a crash mid-run).
+item of the vocabulary (a bad id is one ``error:`` line naming the file and line, not a crash mid-run). Data of
+the session protocol (``gen_data_fin.py --split date``: ``train_sessions.txt`` ...) loads as ``SessionDataset``:
+the same interface for the models (its training sessions cut into windows), evaluated at every event of every
+validation/test session.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import numpy as np
 from bert4rec.data.files import EvalSet, Vocab, Windows, load_eval_set, load_vocab, load_windows
 from bert4rec.errors import UserError
 
+SELECTION = {"loo": ("full", "NDCG@10"), "session": ("session", "MRR@20")}  # what validation chooses on
+
 
 @dataclass
 class TrainingData:
@@ -23,6 +28,47 @@ class TrainingData:
     valid: EvalSet | None   # None: --holdout test data (the paper's protocol)
     test: EvalSet
     train_path: Path        # train.txt: BERT4Rec's fixed masked instances (read only when asked for)
+
+    protocol = "loo"                      # leave-one-out: FULL and POP100 per user
+    selection = SELECTION["loo"]
+
+    @property
+    def has_validation(self) -> bool:
+        return self.valid is not None
+
+    def evaluate(self, model, split: str, batch_size: int) -> dict:
+        """{"pop100": metrics, "full": metrics, "seconds": s} on the validation or test users."""
+        from bert4rec.evaluate import evaluate
+
+        metrics = evaluate(model.predict, self.valid if split == "valid" else self.test, self.num_items,
+                           batch_size)
+        return {"pop100": metrics["pop100"], "full": metrics["full"], "seconds": metrics["seconds"]}
+
+    def num_eval(self, split: str) -> int:
+        return len(self.valid if split == "valid" else self.test)
+
+    @property
+    def features_path(self) -> Path:
+        """item_features.txt (genres, decade per item) when gen_data_fin.py had item metadata."""
+        return self.train_path.with_name("item_features.txt")
+
+    def item_features(self) -> dict[str, list[tuple[str, ...]]]:
+        """Per feature (``genre``, ``year``), the tokens of every item id 0..N (item 0, [PAD]: none);
+        a UserError when the data has no item_features.txt."""
+        if not self.features_path.is_file():
+            raise UserError(f"{self.features_path}: not found; this model needs item features: generate the data "
+                            "with item metadata (a GroupLens zip or folder, or --item_meta with --item_id_map)")
+        genres: list[tuple[str, ...]] = [()] * (self.num_items + 1)
+        decades: list[tuple[str, ...]] = [()] * (self.num_items + 1)
+        for number, line in enumerate(self.features_path.read_text(encoding="utf-8").splitlines(), start=1):
+            fields = line.split("\t")
+            if len(fields) != 5 or not fields[0].isdigit() or not 1 <= int(fields[0]) <= self.num_items:
+                raise UserError(f"{self.features_path}:{number}: expected item_id<TAB>original_id<TAB>genres<TAB>"
+                                f"decade<TAB>title for an item 1..{self.num_items}")
+            item = int(fields[0])
+            genres[item] = tuple(fields[2].split("|"))
+            decades[item] = (fields[3],)
+        return {"genre": genres, "year": decades}
 
     @property
     def num_items(self) -> int:
@@ -66,9 +112,64 @@ def _checked_eval_set(path: Path, num_items: int) -> EvalSet:
     return eval_set
 
 
+@dataclass
+class SessionDataset(TrainingData):
+    """The session protocol: whole training sessions (``sessions``; ``windows`` cuts them to the longest input),
+    and validation/test sessions whose every next event is predicted from the events before it."""
+
+    sessions: Windows | None = None
+    valid_sessions: Windows | None = None
+    test_sessions: Windows | None = None
+
+    protocol = "session"
+    selection = SELECTION["session"]
+
+    @property
+    def has_validation(self) -> bool:
+        return True
+
+    def evaluate(self, model, split: str, batch_size: int) -> dict:
+        from bert4rec.evaluate import evaluate_sessions
+
+        metrics = evaluate_sessions(model, self.valid_sessions if split == "valid" else self.test_sessions,
+                                    self.num_items, batch_size)
+        return {"session": metrics["session"], "seconds": metrics["seconds"]}
+
+    def num_eval(self, split: str) -> int:
+        return len(self.valid_sessions if split == "valid" else self.test_sessions)
+
+    def training_sequences(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.sessions.items, self.sessions.offsets
+
+
+def _checked_sessions(path: Path, num_items: int) -> Windows:
+    sessions = load_windows(path)
+    if len(sessions) == 0:
+        raise UserError(f"{path}: no sessions")
+    check_item_ids(path, sessions.items, sessions.offsets, num_items, "item")
+    if int(sessions.lengths.min()) < 2:
+        raise UserError(f"{path}:{int(np.argmin(sessions.lengths)) + 1}: a session needs at least 2 events")
+    return sessions
+
+
+def load_session_data(vocab_path: Path, train_path: Path, max_len: int) -> SessionDataset:
+    """``train/valid/test_sessions.txt`` of ``--split date`` data, checked like the leave-one-out files."""
+    from bert4rec.instances import build_windows
+
+    vocab = load_vocab(vocab_path)
+    parts = {name: _checked_sessions(train_path.with_name(f"{name}_sessions.txt"), vocab.num_items)
+             for name in ("train", "valid", "test")}
+    train = parts["train"]
+    index, items, offsets = build_windows(train.items, train.offsets, max_len, max(1, max_len // 2))
+    windows = Windows(train.users[index], items.astype(np.int32), offsets)
+    return SessionDataset(vocab, windows, None, None, train_path, train, parts["valid"], parts["test"])
+
+
 def load_training_data(vocab_path: Path, train_path: Path, valid_path: Path | None, test_path: Path,
                        max_len: int) -> TrainingData:
     """Read and cross-check the generated files; every problem is a one-line UserError."""
+    if train_path.name == "train_sessions.txt":
+        return load_session_data(vocab_path, train_path, max_len)
     vocab = load_vocab(vocab_path)
     windows_path = train_path.with_name("train_windows.txt")
     windows = load_windows(windows_path)

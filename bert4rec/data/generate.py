@@ -34,6 +34,7 @@ from bert4rec.data.items import (
     read_id_map,
 )
 from bert4rec.data.raw import FORMATS, RawInput, parse_interactions, read_raw, resolve_raw_path
+from bert4rec.data.sessions import SessionData, build_sessions
 from bert4rec.data.split import (
     HOLDOUTS,
     SequenceData,
@@ -48,6 +49,7 @@ from bert4rec.fileio import atomic_dir, current_umask, read_bytes
 from bert4rec.instances import generate_instances, length_stats, sliding_step
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+SPLITS = ("loo", "date")
 GENERATOR_VERSION = 1
 
 
@@ -64,6 +66,10 @@ class GenerateOptions:
     download_md5: str | None = None  # default: the md5 GroupLens publishes
     min_item_count: int = 5
     holdout: str = "valid_test"
+    split: str = "loo"              # loo: leave-one-out (every model); date: the session protocol (GRU4Rec)
+    test_days: float = 14.0         # --split date
+    valid_days: float = 14.0        # --split date
+    min_session_len: int = 2        # --split date
     max_seq_length: int = 200
     prop_sliding_window: float = 0.5
     dupe_factor: int = 10
@@ -101,6 +107,10 @@ class GenerateOptions:
             "eval_seed",
             "num_negatives",
             "drop_duplicates",
+            "split",
+            "test_days",
+            "valid_days",
+            "min_session_len",
         )
         extra = {f"{k}_sha256": sha256_file(Path(getattr(self, k))) if getattr(self, k) else None
                  for k in ("item_meta", "item_id_map", "user_id_map")}
@@ -121,6 +131,15 @@ class GenerateOptions:
             raise bad("format", f"must be one of {', '.join(FORMATS)}")
         if self.holdout not in HOLDOUTS:
             raise bad("holdout", f"must be one of {', '.join(HOLDOUTS)}")
+        if self.split not in SPLITS:
+            raise bad("split", f"must be one of {', '.join(SPLITS)}")
+        if self.split == "date" and self.holdout != "valid_test":
+            raise UserError("--holdout applies to --split loo; --split date makes its own validation and test parts")
+        for option in ("test_days", "valid_days"):
+            if not finite(getattr(self, option)) or getattr(self, option) <= 0:
+                raise bad(option, "must be a number of days > 0")
+        if self.min_session_len < 2:
+            raise bad("min_session_len", "must be >= 2 (a session needs an event to predict)")
         if self.min_item_count < 1:
             raise bad("min_item_count", "must be >= 1")
         if self.max_seq_length < 2:
@@ -175,6 +194,41 @@ def sha256_file(path: Path) -> str:
 def expected_files(holdout: str, with_features: bool = False) -> tuple[str, ...]:
     evaluation = ("valid.txt", "test.txt") if holdout == "valid_test" else ("test.txt",)
     return OUTPUT_FILES + evaluation + (("item_features.txt",) if with_features else ())
+
+
+SESSION_FILES = ("vocab.txt", "item_counts.txt", "train_sessions.txt", "valid_sessions.txt", "test_sessions.txt",
+                 "stats.json")
+
+
+def session_stats(opts: GenerateOptions, raw: RawInput, fingerprint: str, num_duplicates: int,
+                  sessions: SessionData, out_dir: Path) -> dict:
+    return {"dataset": opts.data_name, "split": "date", "num_items": int(len(sessions.item_original)),
+            "vocab_size": int(len(sessions.item_original)) + 1 + len(SPECIAL_TOKENS),
+            **sessions.stats, "duplicate_interactions": num_duplicates, "format": raw.format,
+            "input_file": str(Path(raw.path).resolve()), "input_member": raw.member, "input_sha256": fingerprint,
+            "generator_version": GENERATOR_VERSION, "generation_options": opts.generation_options(),
+            "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
+            "output_dir": str(out_dir.resolve()), "files": list(SESSION_FILES)}
+
+
+def write_session_dataset(out_dir: Path, raw_path: Path, sessions: SessionData, stats: dict,
+                          timings: dict, t_start: float) -> None:
+    """Write the session files atomically (the same folder rules as the leave-one-out output)."""
+    check_output_dir(out_dir, [raw_path])
+    n = len(sessions.item_original)
+    try:
+        with atomic_dir(out_dir) as tmp:
+            write_vocab(tmp / "vocab.txt", sessions.item_original)
+            write_rows(tmp / "item_counts.txt",
+                       [(np.arange(1, n + 1, dtype=np.int64), None), (sessions.counts[1:], None)])
+            for name, (ids, items, offsets) in sessions.parts.items():
+                write_rows(tmp / f"{name}_sessions.txt", [(ids, None), (items, offsets)])
+            timings["total"] = round(time.perf_counter() - t_start, 3)
+            stats["timings_seconds"] = timings
+            (tmp / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+            tmp.chmod(0o777 & ~current_umask())
+    except OSError as err:
+        raise os_failure(err, out_dir) from None
 
 
 def original_ids_and_metadata(opts: GenerateOptions, raw: RawInput, seq: SequenceData, log: Callable
@@ -318,6 +372,13 @@ def generate_dataset(
         what = "dropped" if opts.drop_duplicates else "kept as separate interactions; --drop_duplicates drops them"
         log(f"warning: {raw.label}: {num_duplicates:,} lines repeat an earlier (user, item, timestamp) ({what})")
     t = lap("parse", t)
+    if opts.split == "date":
+        sessions = build_sessions(inter, raw.format, opts.test_days, opts.valid_days, opts.min_session_len,
+                                  opts.min_item_count)
+        stats = session_stats(opts, raw, fingerprint, num_duplicates, sessions, out_dir)
+        write_session_dataset(out_dir, raw_path, sessions, stats, timings, t_start)
+        stats["up_to_date"] = False
+        return stats
     seq = build_sequences(inter, opts.min_item_count, min_user_length(opts.holdout))
     del inter
     (train_items, train_offsets), eval_parts = split_leave_one_out(seq, opts.holdout)

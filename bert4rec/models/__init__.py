@@ -9,10 +9,13 @@ from typing import Any
 from bert4rec.config import ModelConfig, model_name, read_config_json
 from bert4rec.models.base import SequentialRecommender
 from bert4rec.models.bert4rec import BERT4Rec
+from bert4rec.models.gru4rec import GRU4Rec
 from bert4rec.models.mostpop import MostPop
 from bert4rec.models.sasrec import SASRec
+from bert4rec.models.sasrecf import SASRecF
 
-MODELS: dict[str, type[SequentialRecommender]] = {cls.config_class.MODEL: cls for cls in (BERT4Rec, SASRec, MostPop)}
+MODELS: dict[str, type[SequentialRecommender]] = {
+    cls.config_class.MODEL: cls for cls in (BERT4Rec, SASRec, SASRecF, GRU4Rec, MostPop)}
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> ModelConfig:

@@ -12,7 +12,8 @@ A model module (``bert4rec/models/<name>.py``) supplies
 * its scorer: ``predict(histories)`` maps a list of item-id histories to ``[B, num_items + 1]`` scores indexed by
   item id (column 0, padding, is ignored), which the one evaluation loop ranks.
 
-A model without gradient training (``trainable = False``, e.g. MostPop) sets itself up in ``fit(data)`` instead.
+``prepare(data)`` sets up what comes from the data rather than from gradients (MostPop's counts, SASRecF's item
+features); a model without gradient training (``trainable = False``, MostPop) is complete after it.
 The trainer (``bert4rec.train``) is written once against this contract and never names a model.
 """
 
@@ -100,5 +101,23 @@ class SequentialRecommender(nn.Layer):
         with paddle.no_grad():
             return self.score_histories(paddle.to_tensor(batch)).numpy()
 
-    def fit(self, data: TrainingData) -> None:
-        """Set up a model that is not trained by gradient steps (``trainable = False``)."""
+    def score_every_position(self, sessions: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Scores of the next item at every position of every session (each from the events before it only),
+        and the items that came: ([P, N + 1], [P]). This one predicts every prefix; models that see all
+        positions in one pass (GRU4Rec) do it faster."""
+        prefixes = [s[:t] for s in sessions for t in range(1, len(s))]
+        targets = np.concatenate([s[1:] for s in sessions]).astype(np.int64)
+        chunks = [self.predict(prefixes[i: i + 256]) for i in range(0, len(prefixes), 256)]
+        return np.concatenate(chunks), targets
+
+    def training_state(self) -> dict | None:
+        """State carried from batch to batch while training (GRU4Rec's session-parallel hidden states); saved in
+        every checkpoint so that a resumed run continues exactly."""
+        return None
+
+    def load_training_state(self, state: dict | None) -> None:
+        """Restore what ``training_state`` returned."""
+
+    def prepare(self, data: TrainingData) -> None:
+        """Set up what comes from the training data rather than from gradient steps, before training (MostPop's
+        counts, SASRecF's item features); it is part of the weights, so checkpoints carry it."""

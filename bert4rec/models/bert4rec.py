@@ -27,7 +27,6 @@ from bert4rec.errors import UserError
 from bert4rec.fused_ops import bias_act_layernorm, bias_softmax_cross_entropy
 from bert4rec.instances import TrainInstances, mask_windows
 from bert4rec.models.transformer import (
-    LAYER_NORM_EPS,
     TransformerConfig,
     TransformerRecommender,
     activation,
@@ -116,7 +115,7 @@ class BERT4Rec(TransformerRecommender):
         hidden = config.hidden_size
         self.head_transform = nn.Linear(hidden, hidden, weight_attr=self.weight_attr)
         self.head_act = activation(config.hidden_act)
-        self.head_norm = nn.LayerNorm(hidden, epsilon=LAYER_NORM_EPS)
+        self.head_norm = nn.LayerNorm(hidden, epsilon=config.layer_norm_eps)
         self.output_bias = self.create_parameter(
             [config.vocab_size], is_bias=True, default_initializer=nn.initializer.Constant(0.0))
 

@@ -30,7 +30,7 @@ class MostPop(SequentialRecommender):
     def describe(self) -> str:
         return "training-part item counts, no parameters"
 
-    def fit(self, data: TrainingData) -> None:
+    def prepare(self, data: TrainingData) -> None:
         self.item_counts.set_value(data.training_item_counts().astype(np.float32))
 
     def score_histories(self, history: paddle.Tensor) -> paddle.Tensor:

@@ -153,8 +153,12 @@ class SASRec(TransformerRecommender):
         return NextItemBatches(data, self.config)
 
     def item_table(self) -> paddle.Tensor:
-        """[N, H] embeddings of the items 1..N (the output layer: tied to the input embeddings)."""
-        return self.item_embeddings.weight[1 : self.num_items + 1]
+        """[N + 1, H] the item vectors the output layer scores against (rows 0..N; tied to the input)."""
+        return self.item_embeddings.weight[: self.num_items + 1]
+
+    def item_vectors(self, items: paddle.Tensor) -> paddle.Tensor:
+        """The output-layer vectors of the given item ids."""
+        return self.item_embeddings(items)
 
     def forward(self, batch: NextItemBatch) -> paddle.Tensor:
         h = self.states_at(paddle.to_tensor(batch.input_ids), paddle.to_tensor(batch.flat_positions))
@@ -163,14 +167,14 @@ class SASRec(TransformerRecommender):
         if loss == "ce":
             return self._full_cross_entropy(h, labels - 1)
         if loss in ("bce", "bpr"):
-            pos = (h * self.item_embeddings(labels)).sum(axis=-1)
-            neg = (h * self.item_embeddings(paddle.to_tensor(batch.negatives))).sum(axis=-1)
+            pos = (h * self.item_vectors(labels)).sum(axis=-1)
+            neg = (h * self.item_vectors(paddle.to_tensor(batch.negatives))).sum(axis=-1)
             if loss == "bpr":
                 return F.softplus(neg - pos).mean()
             return (F.softplus(-pos) + F.softplus(neg)).mean()
         negatives = paddle.to_tensor(batch.negatives)
-        pos = (h * self.item_embeddings(labels)).sum(axis=-1, keepdim=True)            # [M, 1]
-        neg = paddle.matmul(h, self.item_embeddings(negatives), transpose_y=True)      # [M, K]
+        pos = (h * self.item_vectors(labels)).sum(axis=-1, keepdim=True)            # [M, 1]
+        neg = paddle.matmul(h, self.item_vectors(negatives), transpose_y=True)      # [M, K]
         if batch.negative_log_q is not None:
             neg = neg - paddle.to_tensor(batch.negative_log_q)
         neg = paddle.where(negatives.unsqueeze(0) == labels.unsqueeze(1), paddle.full_like(neg, -1e9), neg)
@@ -179,11 +183,12 @@ class SASRec(TransformerRecommender):
 
     def _full_cross_entropy(self, h: paddle.Tensor, targets: paddle.Tensor) -> paddle.Tensor:
         """Mean softmax cross-entropy over all N items (``targets`` 0-based)."""
+        items = self.item_table()[1:]
         if not self.uses_kernels():
-            logits = paddle.matmul(h, self.item_table(), transpose_y=True)
+            logits = paddle.matmul(h, items, transpose_y=True)
             return F.cross_entropy(logits, targets.unsqueeze(-1)).mean()
         # An explicit [H, N] transpose (a small copy) makes the backward faster than transpose_y=True.
-        logits = paddle.matmul(h, paddle.transpose(self.item_table(), [1, 0]))
+        logits = paddle.matmul(h, paddle.transpose(items, [1, 0]))
         zero_bias = paddle.zeros([self.num_items], dtype=logits.dtype)
         return bias_softmax_cross_entropy(logits, zero_bias, targets).mean()
 
@@ -191,4 +196,4 @@ class SASRec(TransformerRecommender):
         """Scores for the next item: the output at each history's last item against every item embedding."""
         _, last = last_positions(history, -1)
         h = self.states_at(history, last)
-        return paddle.matmul(h, self.item_embeddings.weight[: self.num_items + 1], transpose_y=True)
+        return paddle.matmul(h, self.item_table(), transpose_y=True)

@@ -32,7 +32,7 @@ from bert4rec.models.base import SequentialRecommender
 
 MASK_FILL = -1e9
 PAD_ID = 0
-ACTIVATIONS = ("gelu", "gelu_exact", "relu")
+ACTIVATIONS = ("gelu", "gelu_exact", "relu", "swish", "tanh", "sigmoid")
 KERNEL_MODES = ("auto", "fused", "plain")
 LAYER_NORM_EPS = 1e-12
 
@@ -50,6 +50,7 @@ class TransformerConfig(ModelConfig):
     hidden_dropout_prob: float = 0.2
     attention_probs_dropout_prob: float = 0.2
     initializer_range: float = 0.02
+    layer_norm_eps: float = LAYER_NORM_EPS
 
     def problem(self) -> str | None:
         problem = (super().problem()
@@ -57,7 +58,7 @@ class TransformerConfig(ModelConfig):
                                           "intermediate_size", "max_position_embeddings")
                    or self._choice("hidden_act", ACTIVATIONS)
                    or self._fractions("hidden_dropout_prob", "attention_probs_dropout_prob")
-                   or self._positive_numbers("initializer_range"))
+                   or self._positive_numbers("initializer_range", "layer_norm_eps"))
         if problem:
             return problem
         if self.max_position_embeddings < 2:
@@ -77,9 +78,8 @@ def activation(name: str):
     """The feed-forward activation named in the config."""
     if name == "gelu":  # BERT's tanh approximation, as in the original BERT4Rec code
         return lambda x: F.gelu(x, approximate=True)
-    if name == "gelu_exact":
-        return F.gelu
-    return F.relu
+    return {"gelu_exact": F.gelu, "relu": F.relu, "swish": F.swish, "tanh": paddle.tanh,
+            "sigmoid": F.sigmoid}[name]
 
 
 @dataclass
@@ -139,10 +139,10 @@ class EncoderLayer(nn.Layer):
     def __init__(self, config: TransformerConfig, weight_attr) -> None:
         super().__init__()
         self.attention = SelfAttention(config, weight_attr)
-        self.attention_norm = nn.LayerNorm(config.hidden_size, epsilon=LAYER_NORM_EPS)
+        self.attention_norm = nn.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
         self.ffn_in = nn.Linear(config.hidden_size, config.intermediate_size, weight_attr=weight_attr)
         self.ffn_out = nn.Linear(config.intermediate_size, config.hidden_size, weight_attr=weight_attr)
-        self.ffn_norm = nn.LayerNorm(config.hidden_size, epsilon=LAYER_NORM_EPS)
+        self.ffn_norm = nn.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.hidden_act = config.hidden_act
         self.act = activation(config.hidden_act)
@@ -197,7 +197,7 @@ class TransformerRecommender(SequentialRecommender):
         hidden = config.hidden_size
         self.item_embeddings = nn.Embedding(config.vocab_size, hidden, weight_attr=self.weight_attr)
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, hidden, weight_attr=self.weight_attr)
-        self.embedding_norm = nn.LayerNorm(hidden, epsilon=LAYER_NORM_EPS)
+        self.embedding_norm = nn.LayerNorm(hidden, epsilon=config.layer_norm_eps)
         self.embedding_dropout = nn.Dropout(config.hidden_dropout_prob)
         self.encoder = TransformerEncoder(config, self.weight_attr)
 
@@ -224,7 +224,7 @@ class TransformerRecommender(SequentialRecommender):
             raise ValueError(f"sequence length {length} exceeds max_position_embeddings "
                              f"{self.config.max_position_embeddings}")
         fused = self.uses_kernels()
-        tokens = self.item_embeddings(input_ids)
+        tokens = self.input_vectors(input_ids)
         norm = self.embedding_norm
         if fused:
             x = embedding_layernorm_dropout(tokens, self.position_embeddings.weight, norm.weight, norm.bias,
@@ -233,6 +233,10 @@ class TransformerRecommender(SequentialRecommender):
             positions = paddle.arange(paddle.shape(input_ids)[1], dtype="int64").unsqueeze(0)
             x = self.embedding_dropout(norm(tokens + self.position_embeddings(positions)))
         return self.encoder(x, attention_mask(input_ids, fused, self.causal))
+
+    def input_vectors(self, input_ids: paddle.Tensor) -> paddle.Tensor:
+        """[B, L] item ids -> [B, L, H] the vectors the encoder starts from (SASRecF adds item features)."""
+        return self.item_embeddings(input_ids)
 
     def states_at(self, input_ids: paddle.Tensor, flat_positions: paddle.Tensor) -> paddle.Tensor:
         """[M, H] encoder outputs at ``flat_positions``, indices into the flattened [B*L] grid."""

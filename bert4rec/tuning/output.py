@@ -1,0 +1,132 @@
+"""What a search leaves behind, rewritten from the whole study after every trial (so a resumed search gives the
+complete files): ``hyper.result`` in RecBole's format, ``best_params.json``, ``trials.json`` and a PNG."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import optuna
+
+from bert4rec.config import FLAGS
+from bert4rec.fileio import atomic_path, atomic_write_text
+from bert4rec.tuning.space import format_params
+
+# RecBole's metric names -> ours (FULL protocol: every item ranked, history excluded)
+RECBOLE_METRICS = (("recall@10", "Recall@10"), ("mrr@10", "MRR@10"), ("ndcg@10", "NDCG@10"), ("hit@10", "HR@10"),
+                   ("precision@10", "Precision@10"))
+
+
+SESSION_METRICS = (("recall@20", "Recall@20"), ("mrr@20", "MRR@20"), ("ndcg@10", "NDCG@10"), ("hit@10", "HR@10"))
+
+
+def recbole_line(metrics: dict) -> str:
+    names = SESSION_METRICS if "MRR@20" in metrics else RECBOLE_METRICS
+    return "    ".join(f"{name} : {metrics.get(ours, float('nan')):.4f}" for name, ours in names)
+
+
+def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
+                  key=lambda t: t.number)
+
+
+def hyper_result(study: optuna.Study) -> str:
+    """One block per completed trial: the parameter line, ``Valid result:`` and ``Test result:`` (RecBole)."""
+    blocks = []
+    for t in completed(study):
+        blocks.append(f"{format_params(t.user_attrs.get('values', t.params))}\nValid result:\n"
+                      f"{recbole_line(t.user_attrs.get('valid') or {})}\nTest result:\n"
+                      f"{recbole_line(t.user_attrs.get('test') or {})}\n")
+    return "\n".join(blocks)
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The best completed trial on validation (ties: the earlier trial). Test metrics are never looked at."""
+    trials = completed(study)
+    return max(trials, key=lambda t: (t.value, -t.number)) if trials else None
+
+
+def trial_record(t: optuna.trial.FrozenTrial) -> dict:
+    return {"number": t.number, "state": t.state.name, "values": t.user_attrs.get("values", t.params),
+            "valid_ndcg@10": t.value, "valid": t.user_attrs.get("valid"), "test": t.user_attrs.get("test"),
+            "steps": t.user_attrs.get("steps"), "pruned_at_step": t.user_attrs.get("pruned_at"),
+            "train_seconds": t.user_attrs.get("train_seconds"), "wall_seconds": t.user_attrs.get("wall_seconds"),
+            "dir": t.user_attrs.get("dir"), "worker": t.user_attrs.get("worker"), "error": t.user_attrs.get("error"),
+            "started": t.datetime_start.isoformat() if t.datetime_start else None,
+            "finished": t.datetime_complete.isoformat() if t.datetime_complete else None}
+
+
+def pruning_savings(study: optuna.Study, planned_steps: int) -> dict:
+    """Training time pruning saved: for each pruned trial, the steps it did not run at its own pace (seconds per
+    step measured while it ran)."""
+    saved, pruned = 0.0, 0
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,)):
+        done, seconds = t.user_attrs.get("pruned_at"), t.user_attrs.get("wall_seconds")
+        if done and seconds:
+            pruned += 1
+            saved += seconds / done * max(planned_steps - done, 0)
+    return {"pruned_trials": pruned, "saved_minutes_estimate": round(saved / 60, 1)}
+
+
+def best_params(study: optuna.Study, command_prefix: list[str]) -> dict | None:
+    """The best trial as something to train again: its config file and its trainrec.py flags."""
+    t = best_trial(study)
+    if t is None:
+        return None
+    flags = t.user_attrs.get("flags") or {}
+    config_path = Path(t.user_attrs["dir"]).parent / "configs" / f"{Path(t.user_attrs['dir']).name}.json"
+    args = ["--CONFIG_PATH", str(config_path)]
+    for key, value in flags.items():
+        args += [FLAGS.get(key, f"--{key.upper()}"), str(value)]
+    return {"trial": t.number, "values": t.user_attrs.get("values", t.params), "valid": t.user_attrs.get("valid"),
+            "config_path": str(config_path), "config": json.loads(config_path.read_text(encoding="utf-8"))
+            if config_path.is_file() else None, "trainrec_flags": args,
+            "command": shlex.join([*command_prefix, *args]),
+            "note": "chosen on validation FULL NDCG@10 only; retrain with the command and test once"}
+
+
+def plot_trials(study: optuna.Study, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trials = completed(study)
+    pruned = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    if trials:
+        numbers = [t.number for t in trials]
+        values = [t.value for t in trials]
+        ax.plot(numbers, values, "o", label="completed trial")
+        best, running = [], -float("inf")
+        for v in values:
+            running = max(running, v)
+            best.append(running)
+        ax.step(numbers, best, where="post", label="best so far")
+    if pruned:
+        ax.plot([t.number for t in pruned], [max(t.intermediate_values.values(), default=0.0) for t in pruned], "x",
+                color="grey", label="pruned (last validation)")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("validation FULL NDCG@10")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
+def write_outputs(study: optuna.Study, output_file: Path, planned_steps: int, command_prefix: list[str]) -> dict:
+    """Rewrite every output from the whole study; returns the summary printed at the end."""
+    atomic_write_text(output_file, hyper_result(study))
+    best = best_params(study, command_prefix)
+    atomic_write_text(output_file.with_name("best_params.json"), json.dumps(best, indent=2) + "\n")
+    trials = [trial_record(t) for t in sorted(study.trials, key=lambda t: t.number)]
+    summary = {"study": study.study_name, "finished": sum(t["state"] in ("COMPLETE", "PRUNED") for t in trials),
+               "completed": sum(t["state"] == "COMPLETE" for t in trials), **pruning_savings(study, planned_steps),
+               "best": best}
+    atomic_write_text(output_file.with_name("trials.json"), json.dumps({"summary": summary, "trials": trials},
+                                                                       indent=2, default=str) + "\n")
+    plot_trials(study, output_file.with_name("trials.png"))
+    return summary

@@ -1,0 +1,232 @@
+"""The search itself, on Optuna: one study in a storage every worker shares, one normal training run per trial.
+
+* Samplers: ``exhaustive`` enqueues every grid point once when the study is created and workers take them from
+  the queue (a storage-level pop: two workers never run the same point); ``random`` and ``bayes`` (TPE) sample.
+* The objective is the validation FULL NDCG@10 of the trial's best checkpoint (session data: MRR@20); each
+  validation is reported to a median pruner, which stops a trial whose curve falls below the median of the
+  earlier trials at the same step.
+  Test metrics are recorded for the report and never read by any decision.
+* Resuming: a trial left running by a worker of this machine that died (its process is gone) is marked failed
+  and, for the grid, put back in the queue; then the same command simply continues the study.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from bert4rec.config import ModelConfig, TrainOptions
+from bert4rec.data.dataset import SELECTION
+from bert4rec.errors import UserError
+from bert4rec.fileio import atomic_write_text
+from bert4rec.tuning.space import Param, checked_overrides, grid, quantize, split_values
+
+ALGOS = ("exhaustive", "random", "bayes")
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+class Pruned(Exception):
+    """Raised from the trainer's validation hook when the pruner stops a trial."""
+
+
+@dataclass
+class Search:
+    params: list[Param]
+    config: ModelConfig        # the base model config (the --CONFIG_PATH file)
+    options: TrainOptions      # the fixed training flags; ``checkpoints`` is the parent of the trial folders
+    algo: str
+    max_evals: int
+    storage: str
+    study_name: str
+    params_file: Path
+    seed: int = 0
+    trial_progress: bool = False
+
+    def trial_dir(self, number: int) -> Path:
+        return self.options.checkpoints / f"trial_{number:04d}"
+
+
+def make_storage(url: str):
+    """An Optuna storage: a journal file (``journal:PATH`` or a ``.log`` file) or any RDB URL (SQLite...)."""
+    if url.startswith("journal:") or url.endswith(".log"):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        path = url.removeprefix("journal:")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(path))
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}
+                                          if url.startswith("sqlite") else None)
+    except Exception as err:  # noqa: BLE001 - a bad URL or an unreachable database: one line
+        raise UserError(f"--study {url}: cannot open the study storage ({type(err).__name__}: {err})") from None
+
+
+def space_signature(search: Search) -> str:
+    return json.dumps({"params": [[p.name, p.kind, p.choices, p.low, p.high, p.q] for p in search.params],
+                       "algo": search.algo, "model": search.config.MODEL}, sort_keys=True, default=str)
+
+
+def open_study(search: Search, create: bool = True) -> optuna.Study:
+    """The study (created on first use, with the grid enqueued for ``exhaustive``); a study of the same name
+    with another search space is refused."""
+    sampler = {"bayes": optuna.samplers.TPESampler(seed=search.seed)}.get(
+        search.algo, optuna.samplers.RandomSampler(seed=search.seed))
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=make_storage(search.storage), study_name=search.study_name,
+                                direction="maximize", sampler=sampler, pruner=pruner, load_if_exists=True)
+    signature = space_signature(search)
+    known = study.user_attrs.get("space")
+    if known is None and create:
+        study.set_user_attr("space", signature)
+        if search.algo == "exhaustive":
+            for point in grid(search.params, str(search.params_file)):
+                encoded = encode(search.params, point)
+                study.enqueue_trial(encoded, user_attrs={"grid_point": encoded}, skip_if_exists=True)
+        study.set_user_attr("grid_enqueued", True)
+    elif known is not None and known != signature:
+        raise UserError(f"--study_name {search.study_name}: that study in {search.storage} searches another space "
+                        "(other parameters, ranges, algorithm or model); choose another --study_name")
+    return study
+
+
+def encode(params: list[Param], values: dict[str, Any]) -> dict[str, Any]:
+    """Values as Optuna stores them: lists and other non-scalar choices as their repr."""
+    return {p.name: values[p.name] if isinstance(values[p.name], bool | int | float | str | None)
+            else repr(values[p.name]) for p in params}
+
+
+def suggest(trial: optuna.Trial, p: Param) -> Any:
+    if p.kind == "choice":
+        encoded = {repr(c) if not isinstance(c, bool | int | float | str | None) else c: c for c in p.choices}
+        return encoded[trial.suggest_categorical(p.name, list(encoded))]
+    if p.kind == "uniform":
+        return trial.suggest_float(p.name, p.low, p.high)
+    if p.kind == "loguniform":
+        return trial.suggest_float(p.name, math.exp(p.low), math.exp(p.high), log=True)
+    return quantize(trial.suggest_float(p.name, p.low, p.high), p.q)
+
+
+def worker_tag() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def recover_dead_trials(study: optuna.Study, search: Search) -> int:
+    """Trials left RUNNING by a process of this machine that no longer exists: failed, and (grid) requeued."""
+    host = socket.gethostname()
+    recovered = 0
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        where, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
+        if where != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        except (RuntimeError, ValueError):  # another process of this machine recovered it first
+            continue
+        point = t.user_attrs.get("grid_point")
+        if search.algo == "exhaustive" and point:
+            study.enqueue_trial(point, user_attrs={"grid_point": point, "retry_of": t.number})
+        recovered += 1
+    return recovered
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def finished_count(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def run_trial(trial: optuna.Trial, search: Search) -> float:
+    """One normal training run with the trial's values; returns its objective (or raises TrialPruned)."""
+    from bert4rec.train import train
+
+    values = {p.name: suggest(trial, p) for p in search.params}
+    config_values, train_values = split_values(search.params, values, search.config, search.options)
+    trial.set_user_attr("values", {k: v if isinstance(v, bool | int | float | str) else repr(v)
+                                   for k, v in values.items()})
+    config = checked_overrides(search.config, config_values, f"trial {trial.number} ({values})")
+    config_path = search.options.checkpoints / "configs" / f"trial_{trial.number:04d}.json"
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(config_path, json.dumps(config.to_dict(), indent=2) + "\n")
+    opts = dataclasses.replace(search.options, **train_values, config_path=config_path,
+                               checkpoints=search.trial_dir(trial.number), progress=search.trial_progress)
+    trial.set_user_attr("dir", str(opts.checkpoints))
+    trial.set_user_attr("flags", train_values)
+    started = time.perf_counter()
+
+    def report(step: int, value: float) -> None:
+        trial.report(value, step)
+        trial.set_user_attr("last_step", step)
+        if trial.should_prune():
+            raise Pruned(step)
+
+    try:
+        results = train(opts, on_validation=report)
+    except Pruned as stop:
+        trial.set_user_attr("pruned_at", stop.args[0])
+        trial.set_user_attr("wall_seconds", round(time.perf_counter() - started, 1))
+        raise optuna.TrialPruned() from None
+    protocol, metric = SELECTION[results["data"]["protocol"]]
+    trial.set_user_attr("valid", results["valid"][protocol])
+    trial.set_user_attr("test", results["test"][protocol])  # recorded for the report, never used to choose
+    trial.set_user_attr("steps", results["steps"])
+    trial.set_user_attr("train_seconds", results["train_seconds"])
+    trial.set_user_attr("wall_seconds", round(time.perf_counter() - started, 1))
+    return float(results["valid"][protocol][metric])
+
+
+def work(search: Search, on_trial=None, recover: bool = True) -> int:
+    """Run trials of the study until it has ``max_evals`` finished ones (or the grid is done); returns how many
+    this worker ran. Every worker (process or machine) runs this loop against the shared storage; ``recover``:
+    first fail and requeue the trials of dead processes of this machine (the parent does it for its workers)."""
+    study = open_study(search)
+    if recover:
+        recover_dead_trials(study, search)
+    ran = 0
+    while finished_count(study) < search.max_evals:
+        if search.algo == "exhaustive" and not study.get_trials(deepcopy=False,
+                                                                 states=(optuna.trial.TrialState.WAITING,)):
+            break
+        trial = study.ask()
+        if search.algo == "exhaustive" and not trial.user_attrs.get("grid_point"):
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)  # the queue emptied meanwhile: no extra point
+            break
+        trial.set_user_attr("worker", worker_tag())
+        try:
+            value = run_trial(trial, search)
+        except optuna.TrialPruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        except KeyboardInterrupt:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            point = trial.user_attrs.get("grid_point")
+            if point:
+                study.enqueue_trial(point, user_attrs={"grid_point": point, "retry_of": trial.number})
+            raise
+        except UserError as err:  # a combination the model refuses (e.g. heads not dividing the hidden size)
+            trial.set_user_attr("error", str(err))
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, value)
+        ran += 1
+        if on_trial is not None:
+            on_trial(study)
+    return ran
