@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="trials at once on this machine (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random and bayes samplers")
     p.add_argument("--trial_progress", action="store_true", help="a progress bar inside every trial too")
+    p.add_argument("--baseline_first", action="store_true",
+                   help="random/bayes: run the untuned values (the config's and the flags') as the first trial")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return p
 
@@ -87,8 +89,35 @@ def setup(argv: list[str]):
     if max_evals < 1:
         raise UserError(f"--max_evals must be >= 1, got {max_evals}")
     storage = args.study or f"sqlite:///{(opts.checkpoints / 'tune.db').resolve()}"
-    return args, Search(params, config, opts, args.algo, max_evals, storage, name, args.params_file, args.seed,
-                        args.trial_progress)
+    if args.baseline_first and args.algo == "exhaustive":
+        raise UserError("--baseline_first is for --algo random or bayes (the grid runs every point anyway)")
+    search = Search(params, config, opts, args.algo, max_evals, storage, name, args.params_file, args.seed,
+                    args.trial_progress, args.baseline_first)
+    if args.baseline_first:
+        baseline = search.baseline()
+        outside = [p.name for p in params if p.kind == "choice" and baseline[p.name] not in p.choices]
+        if outside:
+            raise UserError(f"--baseline_first: the untuned value of {outside[0]} ({baseline[outside[0]]!r}) is not "
+                            f"among its choices in {args.params_file}")
+    return args, search
+
+
+def fixed_flags(argv: list[str]) -> list[str]:
+    """The trainrec.py flags every trial shares (not tune.py's own, not the config or the run folder)."""
+    own = {a.option_strings[0] for a in build_parser()._actions if a.option_strings} | {"--CONFIG_PATH",
+                                                                                        "--CHECKPOINTS"}
+    _, rest = build_parser().parse_known_args(argv)
+    out, skip = [], False
+    for i, arg in enumerate(rest):
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name.upper() in own or name in own:
+            skip = "=" not in arg and i + 1 < len(rest) and not rest[i + 1].startswith("--")
+            continue
+        out.append(arg)
+    return out
 
 
 def planned_steps(search) -> int:
@@ -117,7 +146,7 @@ def main() -> int:
     from bert4rec.tuning.output import write_outputs
     from bert4rec.tuning.search import finished_count, open_study, recover_dead_trials, work
 
-    prefix = ["python", "trainrec.py"]
+    prefix = ["python", "trainrec.py", *fixed_flags(argv)]
     if args.worker:  # a child: run trials until the study has enough
         work(search, on_trial=lambda study: write_outputs(study, args.output_file, planned_steps(search), prefix),
              recover=False)
@@ -129,7 +158,7 @@ def main() -> int:
           f"finished; trials in {search.options.checkpoints}")
     bar = tqdm(total=search.max_evals, initial=min(finished_count(study), search.max_evals), unit="trial",
                desc="trials", disable=None)
-    interrupted = False
+    interrupted, failed_workers = False, []
     try:
         if args.workers == 1:
             def progress(s):
@@ -144,6 +173,7 @@ def main() -> int:
                 time.sleep(2)
                 bar.n = min(finished_count(study), search.max_evals)
                 bar.refresh()
+            failed_workers = [c.pid for c in children if c.returncode not in (0, 130)]
     except KeyboardInterrupt:
         interrupted = True
     bar.close()
@@ -153,11 +183,15 @@ def main() -> int:
           f"pruned, which saved about {summary['saved_minutes_estimate']} min of training); results: "
           f"{args.output_file}, best_params.json, trials.json, trials.png")
     if best:
-        print(f"best on validation: trial {best['trial']} {best['values']} -> valid FULL NDCG@10 "
-              f"{best['valid']['NDCG@10']:.4f}; retrain with: {best['command']}")
+        print(f"best on validation: trial {best['trial']} {best['values']} -> valid {best['objective_metric']} "
+              f"{best['objective']:.4f}; retrain with: {best['command']}")
     if interrupted:
         print("interrupted: run the same command to resume the search", file=sys.stderr)
         return 130
+    if failed_workers:
+        print(f"error: worker process(es) {failed_workers} failed (their message is above); the finished trials "
+              "are kept: fix the cause and run the same command to resume", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -94,9 +94,9 @@ def tune(tmp_path, data_dir, *extra, timeout=600):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
-def completed_values(tmp_path) -> list[dict]:
+def completed_values(tmp_path, states=("COMPLETE",)) -> list[dict]:
     trials = json.loads((tmp_path / "trials.json").read_text())["trials"]
-    return [t["values"] for t in trials if t["state"] == "COMPLETE"]
+    return [t["values"] for t in trials if t["state"] in states]
 
 
 def test_tiny_trials_end_to_end_and_resume(planted, tmp_path):
@@ -114,9 +114,10 @@ def test_tiny_trials_end_to_end_and_resume(planted, tmp_path):
     assert text.count("Valid result:") == 3 and "learning_rate:0.005\nValid result:\nrecall@10 : " in text
     best = json.loads((tmp_path / "best_params.json").read_text())
     trials = json.loads((tmp_path / "trials.json").read_text())["trials"]
-    best_valid = max(t["valid_ndcg@10"] for t in trials if t["state"] == "COMPLETE")
-    assert best["valid"]["NDCG@10"] == best_valid and Path(best["config_path"]).is_file()
-    assert "--LR_RATE" in best["trainrec_flags"]
+    best_valid = max(t["objective"] for t in trials if t["state"] == "COMPLETE")
+    assert best["objective"] == best_valid == best["valid"]["NDCG@10"] and Path(best["config_path"]).is_file()
+    assert best["objective_metric"] == "FULL NDCG@10" and "--LR_RATE" in best["trainrec_flags"]
+    assert "--NUM_TRAIN_STEPS 6" in best["command"] and "--MAX_LEN 50" in best["command"]  # the fixed flags too
     assert (tmp_path / "trials.png").stat().st_size > 1000
 
 
@@ -143,13 +144,44 @@ def test_a_dead_workers_trial_is_requeued_and_two_workers_share_the_grid(planted
     proc = tune(tmp_path, data_dir, "--params_file", str(tmp_path / "hyper.test"), "--study", storage,
                 "--study_name", name, "--workers", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    values = completed_values(tmp_path)
+    # a grid point is done once it finished: with two workers the order varies, so the fourth one may be pruned
+    values = completed_values(tmp_path, states=("COMPLETE", "PRUNED"))
     points = sorted((v["learning_rate"], v["hidden_dropout_prob"]) for v in values)
     assert points == [(0.001, 0.1), (0.001, 0.2), (0.002, 0.1), (0.002, 0.2)]  # every point exactly once
     trials = json.loads((tmp_path / "trials.json").read_text())["trials"]
     assert {t["worker"].rsplit(":", 1)[1] for t in trials if t["state"] == "COMPLETE"} != {"99999999"}
     assert any(t["number"] == dead.number and t["state"] == "FAIL" for t in trials)
-    assert math.isfinite(max(t["valid_ndcg@10"] for t in trials if t["state"] == "COMPLETE"))
+    assert math.isfinite(max(t["objective"] for t in trials if t["state"] == "COMPLETE"))
+
+
+POP_QUEUED = """
+import sys, optuna
+from bert4rec.tuning.search import make_storage
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+study = optuna.load_study(study_name="race", storage=make_storage(sys.argv[1]))
+while True:
+    trial = study.ask()
+    point = trial.user_attrs.get("grid_point")
+    study.tell(trial, 0.0)
+    if point is None:
+        break
+    print(point["i"], flush=True)
+"""
+
+
+def test_concurrent_workers_never_take_the_same_queued_point(tmp_path):
+    """Four processes emptying one SQLite queue at once: every queued point is taken exactly once."""
+    from bert4rec.tuning.search import make_storage
+
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    study = optuna.create_study(storage=make_storage(url), study_name="race")
+    for i in range(40):
+        study.enqueue_trial({"i": i}, user_attrs={"grid_point": {"i": i}})
+    procs = [subprocess.Popen([sys.executable, "-c", POP_QUEUED, url], stdout=subprocess.PIPE, text=True,
+                              cwd=REPO) for _ in range(4)]
+    taken = [int(line) for proc in procs for line in proc.communicate(timeout=300)[0].split()]
+    assert all(proc.returncode == 0 for proc in procs)
+    assert sorted(taken) == list(range(40))
 
 
 def test_bad_searches_stop_before_any_trial(planted, tmp_path):
@@ -161,3 +193,17 @@ def test_bad_searches_stop_before_any_trial(planted, tmp_path):
     proc = tune(tmp_path, data_dir, "--params_file", str(tmp_path / "hyper.test"))
     assert proc.returncode == 2 and "hidden_size: 32 is not divisible by num_attention_heads 3" in proc.stderr
     assert not (tmp_path / "trials").exists()
+
+
+def test_baseline_first_runs_the_untuned_values_first(planted, tmp_path):
+    _, data_dir = planted
+    (tmp_path / "hyper.test").write_text("learning_rate choice [0.001, 0.005]\nhidden_dropout_prob uniform 0.0,0.5\n")
+    proc = tune(tmp_path, data_dir, "--params_file", str(tmp_path / "hyper.test"), "--algo", "random",
+                "--max_evals", "2", "--baseline_first", "--LR_RATE", "0.005")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = json.loads((tmp_path / "trials.json").read_text())["trials"]
+    first = min(trials, key=lambda t: t["number"])
+    assert first["baseline"] and first["values"] == {"learning_rate": 0.005, "hidden_dropout_prob": 0.1}
+    refused = tune(tmp_path, data_dir, "--params_file", str(tmp_path / "hyper.test"), "--algo", "random",
+                   "--max_evals", "2", "--baseline_first", "--study_name", "other")  # LR 5e-3 default is 2e-3
+    assert refused.returncode == 2 and "the untuned value of learning_rate (0.002) is not among" in refused.stderr

@@ -50,6 +50,11 @@ class Search:
     params_file: Path
     seed: int = 0
     trial_progress: bool = False
+    baseline_first: bool = False  # random/bayes: the untuned values (the config's and flags') are trial 0
+
+    def baseline(self) -> dict[str, Any]:
+        """The values the search starts from: each tuned setting as the config and the fixed flags have it."""
+        return {p.name: getattr(self.config if p.target == "config" else self.options, p.key) for p in self.params}
 
     def trial_dir(self, number: int) -> Path:
         return self.options.checkpoints / f"trial_{number:04d}"
@@ -63,13 +68,27 @@ def make_storage(url: str):
         path = url.removeprefix("journal:")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(path))
+    sqlite = url.startswith("sqlite")
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}
-                                          if url.startswith("sqlite") else None)
+        storage = optuna.storages.RDBStorage(
+            url, engine_kwargs={"connect_args": {"timeout": 60, "isolation_level": None}} if sqlite else None)
     except Exception as err:  # noqa: BLE001 - a bad URL or an unreachable database: one line
         raise UserError(f"--study {url}: cannot open the study storage ({type(err).__name__}: {err})") from None
+    if sqlite:
+        serialize_sqlite_transactions(storage.engine)
+    return storage
+
+
+def serialize_sqlite_transactions(engine) -> None:
+    """Every SQLite transaction takes the write lock when it begins. Python's sqlite3 otherwise starts a
+    transaction only at the first write, so Optuna's read-then-update pop of a queued trial (SELECT ... FOR
+    UPDATE elsewhere) lets two workers take the same grid point; with BEGIN IMMEDIATE the second one waits and
+    then sees the point taken."""
+    from sqlalchemy import event
+
+    event.listen(engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"))
 
 
 def space_signature(search: Search) -> str:
@@ -94,6 +113,8 @@ def open_study(search: Search, create: bool = True) -> optuna.Study:
             for point in grid(search.params, str(search.params_file)):
                 encoded = encode(search.params, point)
                 study.enqueue_trial(encoded, user_attrs={"grid_point": encoded}, skip_if_exists=True)
+        elif search.baseline_first:
+            study.enqueue_trial(encode(search.params, search.baseline()), user_attrs={"baseline": True})
         study.set_user_attr("grid_enqueued", True)
     elif known is not None and known != signature:
         raise UserError(f"--study_name {search.study_name}: that study in {search.storage} searches another space "
@@ -186,6 +207,7 @@ def run_trial(trial: optuna.Trial, search: Search) -> float:
         trial.set_user_attr("wall_seconds", round(time.perf_counter() - started, 1))
         raise optuna.TrialPruned() from None
     protocol, metric = SELECTION[results["data"]["protocol"]]
+    trial.set_user_attr("objective_metric", f"{'FULL ' if protocol == 'full' else ''}{metric}")
     trial.set_user_attr("valid", results["valid"][protocol])
     trial.set_user_attr("test", results["test"][protocol])  # recorded for the report, never used to choose
     trial.set_user_attr("steps", results["steps"])
