@@ -81,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     flag(p, "MASK_LAST_PROB", type=float, default=DEFAULTS["mask_last_prob"],
          help="BERT4Rec, dynamic masking: chance that a sequence's last item is always among the masked ones "
          "(default: %(default)s)")
-    flag(p, "CLIP_NORM", type=float, default=DEFAULTS["clip_norm"])
+    flag(p, "CLIP_NORM", type=float, default=DEFAULTS["clip_norm"], help="global gradient-norm clipping (0: none)")
+    flag(p, "LR_SCHEDULE", default=DEFAULTS["lr_schedule"], choices=["linear", "constant"],
+         help="after the warmup: linear decay to 0 at the last step (default) or a constant learning rate")
     flag(p, "SEED", type=int, default=DEFAULTS["seed"])
     flag(p, "DEVICE", default=DEFAULTS["device"], choices=["cpu", "gpu"])
     p.add_argument("--KERNELS", "--kernels", "--ATTENTION", "--attention", dest="kernels", default=DEFAULTS["kernels"],
@@ -120,7 +122,8 @@ def options_from_args(args: argparse.Namespace) -> TrainOptions:
         seed=args.seed, device=args.device, eval_every=args.eval_every, patience=args.patience,
         eval_batch_size=args.eval_batch_size, masking=args.masking, masked_lm_prob=args.masked_lm_prob,
         max_predictions=args.max_predictions, mask_last_prob=args.mask_last_prob, bucket=args.bucket,
-        clip_norm=args.clip_norm, max_minutes=args.max_minutes, kernels=args.kernels, progress=args.progress)
+        clip_norm=args.clip_norm, lr_schedule=args.lr_schedule, max_minutes=args.max_minutes, kernels=args.kernels,
+        progress=args.progress)
 
 
 def main() -> int:

@@ -208,7 +208,8 @@ class TrainOptions:
     max_predictions: int = for_model("BERT4Rec", "--MAX_PREDICTIONS", 40)     # dynamic masking only
     mask_last_prob: float = for_model("BERT4Rec", "--MASK_LAST_PROB", 0.5)    # chance a window's last item is masked
     bucket: bool = True
-    clip_norm: float = 5.0
+    clip_norm: float = 5.0             # 0: no clipping
+    lr_schedule: str = "linear"        # linear decay to 0 after the warmup, or constant
     max_minutes: float | None = None
     kernels: str = "auto"              # fused CPU kernels (auto/fused) or plain Paddle ops
     progress: bool = True
@@ -237,8 +238,10 @@ FLAGS = {
     "num_train_steps": "--NUM_TRAIN_STEPS", "epochs": "--EPOCHS", "seed": "--SEED", "masking": "--MASKING",
     "masked_lm_prob": "--MASKED_LM_PROB", "max_predictions": "--MAX_PREDICTIONS",
     "mask_last_prob": "--MASK_LAST_PROB", "bucket": "--no-bucket", "clip_norm": "--CLIP_NORM",
+    "lr_schedule": "--LR_SCHEDULE",
 }
 # what a resumed run must share with the run it continues (the budget in minutes, validation frequency,
 # patience and the compute path may change)
 RESUME_OPTIONS = ("batch_size", "lr", "warmup_steps", "weight_decay", "max_len", "num_train_steps", "epochs",
-                  "seed", "masking", "masked_lm_prob", "max_predictions", "mask_last_prob", "bucket", "clip_norm")
+                  "seed", "masking", "masked_lm_prob", "max_predictions", "mask_last_prob", "bucket", "clip_norm",
+                  "lr_schedule")

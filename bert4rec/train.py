@@ -67,9 +67,12 @@ class TrainState:
 
 
 def learning_rate(step: int, opts: TrainOptions, total_steps: int) -> float:
-    """Linear warmup to ``opts.lr`` over ``warmup_steps``, then linear decay to 0 at ``total_steps``."""
+    """Linear warmup to ``opts.lr`` over ``warmup_steps``, then linear decay to 0 at ``total_steps`` (or, with
+    ``--LR_SCHEDULE constant``, ``opts.lr`` from there on)."""
     if opts.warmup_steps and step < opts.warmup_steps:
         return opts.lr * (step + 1) / opts.warmup_steps
+    if opts.lr_schedule == "constant":
+        return opts.lr
     remaining = max(total_steps - step, 0) / max(total_steps - opts.warmup_steps, 1)
     return opts.lr * remaining
 
@@ -79,7 +82,8 @@ def make_optimizer(model: paddle.nn.Layer, opts: TrainOptions) -> paddle.optimiz
     no_decay = {p.name for n, p in model.named_parameters() if "norm" in n or n.endswith("bias") or p.ndim == 1}
     return paddle.optimizer.AdamW(
         learning_rate=opts.lr, parameters=model.parameters(), weight_decay=opts.weight_decay,
-        beta1=0.9, beta2=0.999, epsilon=1e-6, grad_clip=paddle.nn.ClipGradByGlobalNorm(opts.clip_norm),
+        beta1=0.9, beta2=0.999, epsilon=1e-6,
+        grad_clip=paddle.nn.ClipGradByGlobalNorm(opts.clip_norm) if opts.clip_norm > 0 else None,
         apply_decay_param_fun=lambda name: name not in no_decay)
 
 
@@ -174,7 +178,10 @@ def option_problems(opts: TrainOptions) -> list[str]:
         (opts.max_predictions >= 1, f"--MAX_PREDICTIONS must be >= 1, got {opts.max_predictions}"),
         (finite(opts.mask_last_prob) and 0 <= opts.mask_last_prob <= 1,
          f"--MASK_LAST_PROB must be in [0, 1], got {opts.mask_last_prob}"),
-        (finite(opts.clip_norm) and opts.clip_norm > 0, f"--CLIP_NORM must be > 0, got {opts.clip_norm}"),
+        (finite(opts.clip_norm) and opts.clip_norm >= 0, f"--CLIP_NORM must be >= 0 (0: no clipping), got "
+         f"{opts.clip_norm}"),
+        (opts.lr_schedule in ("linear", "constant"), f"--LR_SCHEDULE must be linear or constant, got "
+         f"{opts.lr_schedule!r}"),
         (opts.max_minutes is None or (finite(opts.max_minutes) and opts.max_minutes > 0),
          f"--MAX_MINUTES must be a finite number > 0, got {opts.max_minutes}"),
         (opts.kernels in ("auto", "fused", "plain"), "--KERNELS must be auto, fused or plain"),

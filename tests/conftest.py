@@ -221,3 +221,26 @@ def options(root: Path, data_dir: Path, name: str, **kw):
                 seed=7)
     base.update(kw)
     return TrainOptions(**base)
+
+
+def assert_resume_matches(root: Path, data_dir: Path, stop_at: int, **kw) -> None:
+    """A run interrupted at ``stop_at`` and resumed ends exactly like the uninterrupted run."""
+    from bert4rec.checkpoint import load_checkpoint
+    from bert4rec.train import train
+
+    tag = f"resume_{stop_at}_{abs(hash(str(kw))) % 10**6}"
+    whole = train(options(root, data_dir, f"{tag}_whole", **kw))
+    try:
+        train(options(root, data_dir, f"{tag}_split", stop_at_step=stop_at, **kw))
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("the run was not interrupted")
+    split = root / f"{tag}_split"
+    assert load_checkpoint(split / "last.pdparams")["state"]["step"] == stop_at
+    resumed = train(options(root, data_dir, f"{tag}_split", init_checkpoint=split / "last.pdparams", **kw))
+    assert resumed["test"] == whole["test"] and resumed["best_step"] == whole["best_step"]
+    a = load_checkpoint(root / f"{tag}_whole" / "last.pdparams")["model"]
+    b = load_checkpoint(split / "last.pdparams")["model"]
+    for name in a:
+        np.testing.assert_allclose(np.asarray(a[name]), np.asarray(b[name]), rtol=0, atol=1e-6)

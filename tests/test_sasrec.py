@@ -11,9 +11,8 @@ import bert4rec  # noqa: F401  (CPU defaults must be set before Paddle loads)
 import numpy as np
 import paddle
 import pytest
-from conftest import mostpop_results, options
+from conftest import assert_resume_matches, mostpop_results, options
 
-from bert4rec.checkpoint import load_checkpoint
 from bert4rec.data import GenerateOptions, generate_dataset
 from bert4rec.data.dataset import load_training_data
 from bert4rec.models.sasrec import NextItemBatch, NextItemBatches, SASRec, SASRecConfig
@@ -207,17 +206,7 @@ def test_sasrec_learns_a_planted_pattern_far_above_mostpop(planted, loss):
 def test_sasrec_resume_equals_an_uninterrupted_run(planted):
     root, data_dir = planted
     config = sasrec_config(root, "resume", loss="bce")  # random negatives must replay too
-    kw = dict(config_path=config, num_train_steps=18, eval_every=6)
-    whole = train(options(root, data_dir, "sas_whole", **kw))
-    with pytest.raises(KeyboardInterrupt):
-        train(options(root, data_dir, "sas_split", stop_at_step=7, **kw))
-    resumed = train(options(root, data_dir, "sas_split", init_checkpoint=root / "sas_split" / "last.pdparams",
-                            **kw))
-    assert resumed["test"] == whole["test"] and resumed["best_step"] == whole["best_step"]
-    a = load_checkpoint(root / "sas_whole" / "last.pdparams")["model"]
-    b = load_checkpoint(root / "sas_split" / "last.pdparams")["model"]
-    for name in a:
-        np.testing.assert_allclose(np.asarray(a[name]), np.asarray(b[name]), rtol=0, atol=1e-6)
+    assert_resume_matches(root, data_dir, 7, config_path=config, num_train_steps=18, eval_every=6)
 
 
 # ------------------------------------------------------------------------------------------- MostPop

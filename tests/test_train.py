@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 import pytest
-from conftest import NUM_ITEMS, mostpop_results, options, tiny_config, write_planted_sequences
+from conftest import NUM_ITEMS, assert_resume_matches, mostpop_results, options, tiny_config, write_planted_sequences
 
 from bert4rec.batches import epoch_batches
 from bert4rec.checkpoint import load_checkpoint
@@ -41,17 +41,7 @@ def test_short_training_clearly_beats_popularity(planted):
 
 def test_resume_reaches_the_same_result_as_an_uninterrupted_run(planted):
     root, data_dir = planted
-    kw = dict(num_train_steps=24, eval_every=8)
-    whole = train(options(root, data_dir, "whole", **kw))
-    with pytest.raises(KeyboardInterrupt):
-        train(options(root, data_dir, "split", stop_at_step=11, **kw))
-    assert load_checkpoint(root / "split" / "last.pdparams")["state"]["step"] == 11
-    resumed = train(options(root, data_dir, "split", init_checkpoint=root / "split" / "last.pdparams", **kw))
-    assert resumed["test"] == whole["test"] and resumed["best_step"] == whole["best_step"]
-    a = load_checkpoint(root / "whole" / "last.pdparams")["model"]
-    b = load_checkpoint(root / "split" / "last.pdparams")["model"]
-    for name in a:
-        np.testing.assert_allclose(np.asarray(a[name]), np.asarray(b[name]), rtol=0, atol=1e-6)
+    assert_resume_matches(root, data_dir, 11, num_train_steps=24, eval_every=8)
 
 
 def test_paper_protocol_without_validation_tests_the_final_weights(planted):
@@ -85,6 +75,8 @@ def test_learning_rate_warms_up_then_decays_to_zero(planted):
     assert learning_rate(9, opts, 110) == pytest.approx(1.0)
     assert learning_rate(60, opts, 110) == pytest.approx(0.5)
     assert learning_rate(110, opts, 110) == 0.0
+    constant = options(root, data_dir, "lr_constant", lr=1.0, warmup_steps=10, lr_schedule="constant")
+    assert learning_rate(5, constant, 110) == pytest.approx(0.6) and learning_rate(109, constant, 110) == 1.0
 
 
 @pytest.mark.parametrize("kernels", ["plain", "auto"])
