@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -75,3 +76,12 @@ def read_bytes(path: str | os.PathLike) -> bytes:
         raise UserError(f"{path}: is a directory, expected a file") from None
     except OSError as err:
         raise UserError(f"{path}: cannot read ({err.strerror or err})") from None
+
+
+def file_digest(path: str | os.PathLike, algorithm: str) -> str:
+    """Hex digest of a file (``sha256``, ``md5``...), read in chunks."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

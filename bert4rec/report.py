@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bert4rec.errors import UserError
-from bert4rec.fileio import atomic_path, atomic_write_text
+from bert4rec.fileio import atomic_write_text
 from bert4rec.metrics import FULL_METRICS
+from bert4rec.reporting import label_axes, save_png, subplots
 
 ML1M_ITEMS = 3416
 COLUMNS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR")
@@ -149,25 +150,14 @@ def popularity_baselines(runs: list[Run]) -> dict[str, dict]:
 
 
 def plot(runs: list[Run], path: Path) -> None:
-    """Validation FULL NDCG@10 against training minutes, one line per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
+    """Validation FULL NDCG@10 (sessions: MRR@20) against training minutes, one line per run."""
+    fig, ax = subplots(figsize=(8, 5))
     for run in runs:
         curve = run.valid_curve()
         if curve:
             ax.plot(*zip(*curve, strict=True), "o-", ms=3, label=f"{run.label} ({run.results.get('model', '?')})")
-    ax.set_xlabel("training time (min)")
-    ax.set_ylabel("validation FULL NDCG@10")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
+    label_axes(ax, "training time (min)", "validation FULL NDCG@10 (session data: MRR@20)")
+    save_png(fig, path)
 
 
 def write_report(run_dirs: list[Path], output: Path) -> tuple[Path, Path]:

@@ -49,6 +49,33 @@ CURVES = {"full": (("full", "NDCG@10", "FULL NDCG@10"), ("full", "HR@10", "FULL 
                       ("session", "NDCG@10", "NDCG@10"))}
 
 
+def subplots(*args, **kwargs):
+    """A matplotlib figure on the file-only backend (no screen needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(*args, **kwargs)
+
+
+def label_axes(ax, xlabel: str, ylabel: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def save_png(fig, path: Path) -> None:
+    """Write the figure to ``path`` atomically and free it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
 def validation_summary(metrics: dict) -> str:
     """One line of validation metrics (leave-one-out or session protocol)."""
     if "session" in metrics:
@@ -61,32 +88,19 @@ def validation_summary(metrics: dict) -> str:
 
 def plot_training_curves(events: list[dict], path: Path) -> None:
     """Training loss and the validation metrics against steps and wall time."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     train = [e for e in events if e.get("event") == "train"]
     valid = [e for e in events if e.get("event") == "valid" and ("full" in e or "session" in e)]
     curves = CURVES["session" if valid and "session" in valid[0] else "full"]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    fig, axes = subplots(2, 2, figsize=(11, 7))
     for col, xkey, xlabel in ((0, "step", "step"), (1, "minutes", "training wall time (min)")):
         ax = axes[0][col]
-        ax.plot([e[xkey] for e in train], [e["loss"] for e in train], lw=0.8)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("training loss")
-        ax.grid(alpha=0.3)
+        ax.plot([e[xkey] for e in train], [e["loss"] for e in train], lw=0.8, label="training loss")
+        label_axes(ax, xlabel, "training loss")
         ax = axes[1][col]
         for (protocol, metric, label), marker in zip(curves, ("o-", "s-", "^-"), strict=True):
             ax.plot([e[xkey] for e in valid], [e[protocol][metric] for e in valid], marker, label=label)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("validation")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
+        label_axes(ax, xlabel, "validation")
+    save_png(fig, path)
 
 
 def results_table(test: dict, num_items: int) -> str:

@@ -45,7 +45,7 @@ from bert4rec.data.split import (
     split_leave_one_out,
 )
 from bert4rec.errors import EnvironmentFailure, UserError, os_failure
-from bert4rec.fileio import atomic_dir, current_umask, read_bytes
+from bert4rec.fileio import atomic_dir, current_umask, file_digest, read_bytes
 from bert4rec.instances import generate_instances, length_stats, sliding_step
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -184,11 +184,7 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def expected_files(holdout: str, with_features: bool = False) -> tuple[str, ...]:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bert4rec.errors import UserError
-from bert4rec.fileio import atomic_path, read_bytes
+from bert4rec.fileio import atomic_path, file_digest, read_bytes
 
 if TYPE_CHECKING:
     from bert4rec.data.generate import GenerateOptions
@@ -135,12 +135,8 @@ def resolve_raw_path(opts: GenerateOptions, progress: bool | None = None, log: C
 
 
 def md5_file(path: Path) -> str:
-    """md5 of a file (the checksum GroupLens publishes), read in chunks."""
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """md5 of a file (the checksum GroupLens publishes)."""
+    return file_digest(path, "md5")
 
 
 def detect_format(data: bytes, label: str) -> str:

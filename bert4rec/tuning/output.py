@@ -7,10 +7,12 @@ import json
 import shlex
 from pathlib import Path
 
+import numpy as np
 import optuna
 
 from bert4rec.config import FLAGS
-from bert4rec.fileio import atomic_path, atomic_write_text
+from bert4rec.fileio import atomic_write_text
+from bert4rec.reporting import label_axes, save_png, subplots
 from bert4rec.tuning.space import format_params
 
 # RecBole's metric names -> ours (FULL protocol: every item ranked, history excluded)
@@ -49,10 +51,11 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
 
 def trial_record(t: optuna.trial.FrozenTrial) -> dict:
     return {"number": t.number, "state": t.state.name, "values": t.user_attrs.get("values", t.params),
-            "valid_ndcg@10": t.value, "valid": t.user_attrs.get("valid"), "test": t.user_attrs.get("test"),
+            "objective": t.value, "valid": t.user_attrs.get("valid"), "test": t.user_attrs.get("test"),
             "steps": t.user_attrs.get("steps"), "pruned_at_step": t.user_attrs.get("pruned_at"),
             "train_seconds": t.user_attrs.get("train_seconds"), "wall_seconds": t.user_attrs.get("wall_seconds"),
             "dir": t.user_attrs.get("dir"), "worker": t.user_attrs.get("worker"), "error": t.user_attrs.get("error"),
+            "baseline": bool(t.user_attrs.get("baseline")),
             "started": t.datetime_start.isoformat() if t.datetime_start else None,
             "finished": t.datetime_complete.isoformat() if t.datetime_complete else None}
 
@@ -70,7 +73,8 @@ def pruning_savings(study: optuna.Study, planned_steps: int) -> dict:
 
 
 def best_params(study: optuna.Study, command_prefix: list[str]) -> dict | None:
-    """The best trial as something to train again: its config file and its trainrec.py flags."""
+    """The best trial as something to train again: its config file and its trainrec.py flags (after the
+    search's fixed flags in ``command_prefix``, so they override them)."""
     t = best_trial(study)
     if t is None:
         return None
@@ -79,7 +83,8 @@ def best_params(study: optuna.Study, command_prefix: list[str]) -> dict | None:
     args = ["--CONFIG_PATH", str(config_path)]
     for key, value in flags.items():
         args += [FLAGS.get(key, f"--{key.upper()}"), str(value)]
-    return {"trial": t.number, "values": t.user_attrs.get("values", t.params), "valid": t.user_attrs.get("valid"),
+    return {"trial": t.number, "values": t.user_attrs.get("values", t.params), "objective": t.value,
+            "objective_metric": t.user_attrs.get("objective_metric", "NDCG@10"), "valid": t.user_attrs.get("valid"),
             "config_path": str(config_path), "config": json.loads(config_path.read_text(encoding="utf-8"))
             if config_path.is_file() else None, "trainrec_flags": args,
             "command": shlex.join([*command_prefix, *args]),
@@ -87,34 +92,19 @@ def best_params(study: optuna.Study, command_prefix: list[str]) -> dict | None:
 
 
 def plot_trials(study: optuna.Study, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     trials = completed(study)
     pruned = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = subplots(figsize=(8, 4.5))
     if trials:
         numbers = [t.number for t in trials]
         values = [t.value for t in trials]
         ax.plot(numbers, values, "o", label="completed trial")
-        best, running = [], -float("inf")
-        for v in values:
-            running = max(running, v)
-            best.append(running)
-        ax.step(numbers, best, where="post", label="best so far")
+        ax.step(numbers, np.maximum.accumulate(values), where="post", label="best so far")
     if pruned:
         ax.plot([t.number for t in pruned], [max(t.intermediate_values.values(), default=0.0) for t in pruned], "x",
                 color="grey", label="pruned (last validation)")
-    ax.set_xlabel("trial")
-    ax.set_ylabel("validation FULL NDCG@10")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
+    label_axes(ax, "trial", "validation objective")
+    save_png(fig, path)
 
 
 def write_outputs(study: optuna.Study, output_file: Path, planned_steps: int, command_prefix: list[str]) -> dict:
