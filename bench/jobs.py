@@ -82,21 +82,28 @@ def resolved_config(path: Path, data_dir: Path):
     return load_config(path).with_vocab(load_vocab(data_dir / "vocab.txt").size, str(path), "vocab.txt")
 
 
+def bench_options(config_path: Path, ctx: dict, batch: int):
+    """The trainer's options of a measurement (its optimizer and schedule are built from them)."""
+    from bert4rec.config import TrainOptions
+
+    data = ctx["data_dir"]
+    return TrainOptions(config_path=config_path, train_path=data / "train.txt", valid_path=None,
+                        test_path=data / "test.txt", vocab_path=data / "vocab.txt",
+                        checkpoints=ctx["work_dir"] / "checkpoints", batch_size=batch, max_len=MAX_LEN,
+                        progress=False)
+
+
 def job_train_ours(config_path: Path, spec: dict, ctx: dict, sample: dict) -> dict:
     import paddle
 
     from bert4rec.models import build_model
-    from bert4rec.train import TrainOptions, learning_rate, make_optimizer, train_step
+    from bert4rec.train import learning_rate, make_optimizer, train_step
 
     paddle.seed(SEED)
     config = resolved_config(config_path, ctx["data_dir"])
     model = build_model(config, max_len=MAX_LEN)  # default: fused kernels when available
     model.train()
-    data = ctx["data_dir"]
-    opts = TrainOptions(config_path=config_path, train_path=data / "train.txt", valid_path=None,
-                        test_path=data / "test.txt", vocab_path=data / "vocab.txt",
-                        checkpoints=ctx["work_dir"] / "checkpoints", batch_size=spec["batch"], max_len=MAX_LEN,
-                        progress=False)
+    opts = bench_options(config_path, ctx, spec["batch"])
     optimizer = make_optimizer(model, opts)
     batches = [*sample["warmup"][: spec["warmup"]], *sample_batches(sample, spec["steps"], naive=False)]
     batches = [b[: spec["batch"]] for b in batches]
@@ -110,6 +117,14 @@ def job_train_ours(config_path: Path, spec: dict, ctx: dict, sample: dict) -> di
     result = timed_loop(batches, spec["warmup"], step)
     result["fused"] = model.uses_kernels()
     return result
+
+
+def naive_update(optimizer, loss) -> None:
+    """What a port's training loop does with a loss: backward, step, clear; reading it back ends the step."""
+    loss.backward()
+    optimizer.step()
+    optimizer.clear_grad()
+    float(loss)
 
 
 def job_train_naive(config_path: Path, spec: dict, ctx: dict, sample: dict) -> dict:
@@ -137,10 +152,7 @@ def job_train_naive(config_path: Path, spec: dict, ctx: dict, sample: dict) -> d
             batch = masked_batch(sample, idx, width)
             loss = model.loss(paddle.to_tensor(batch.input_ids), paddle.to_tensor(batch.flat_positions),
                               paddle.to_tensor(batch.labels))
-        loss.backward()
-        optimizer.step()
-        optimizer.clear_grad()
-        float(loss)
+        naive_update(optimizer, loss)
         return batch
 
     return timed_loop(batches, spec["warmup"], step)
@@ -161,15 +173,12 @@ def job_train_ours_gru(config_path: Path, spec: dict, ctx: dict, sample: dict) -
 
     from bert4rec.models import build_model
     from bert4rec.models.gru4rec import SessionStep
-    from bert4rec.train import TrainOptions, learning_rate, make_optimizer, train_step
+    from bert4rec.train import learning_rate, make_optimizer, train_step
 
     paddle.seed(SEED)
     model = build_model(resolved_config(config_path, ctx["data_dir"]))
     model.train()
-    data = ctx["data_dir"]
-    opts = TrainOptions(config_path=config_path, train_path=data / "train.txt", valid_path=None,
-                        test_path=data / "test.txt", vocab_path=data / "vocab.txt",
-                        checkpoints=ctx["work_dir"] / "checkpoints", batch_size=spec["batch"], progress=False)
+    opts = bench_options(config_path, ctx, spec["batch"])
     optimizer = make_optimizer(model, opts)
     _, schedule = session_schedule(sample, spec["batch"])
     steps = list(range(spec["warmup"] + spec["steps"]))
@@ -201,10 +210,7 @@ def job_train_naive_gru(config_path: Path, spec: dict, ctx: dict, sample: dict) 
 
     def step(i, _):
         batch, loss = feeder()
-        loss.backward()
-        optimizer.step()
-        optimizer.clear_grad()
-        float(loss)
+        naive_update(optimizer, loss)
         return batch
 
     return timed_loop(steps, spec["warmup"], step)
