@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trial_progress", action="store_true", help="a progress bar inside every trial too")
     p.add_argument("--baseline_first", action="store_true",
                    help="random/bayes: run the untuned values (the config's and the flags') as the first trial")
+    p.add_argument("--pruner", default="median", choices=("median", "none"),
+                   help="median (default): stop a trial whose validation curve falls below the median of the earlier "
+                        "trials at the same step; none: every trial gets the whole budget")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return p
 
@@ -92,7 +95,7 @@ def setup(argv: list[str]):
     if args.baseline_first and args.algo == "exhaustive":
         raise UserError("--baseline_first is for --algo random or bayes (the grid runs every point anyway)")
     search = Search(params, config, opts, args.algo, max_evals, storage, name, args.params_file, args.seed,
-                    args.trial_progress, args.baseline_first)
+                    args.trial_progress, args.baseline_first, args.pruner)
     if args.baseline_first:
         baseline = search.baseline()
         outside = [p.name for p in params if p.kind == "choice" and baseline[p.name] not in p.choices]
@@ -137,10 +140,10 @@ def spawn_workers(argv: list[str], workers: int) -> list[subprocess.Popen]:
 
 def main() -> int:
     argv = sys.argv[1:]
-    args, search = setup(argv)
     from bert4rec.cpu import import_paddle
 
-    import_paddle()
+    import_paddle()  # quietly, before the model modules (which the checks read) import it
+    args, search = setup(argv)
     from tqdm import tqdm
 
     from bert4rec.tuning.output import write_outputs

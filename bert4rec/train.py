@@ -233,10 +233,11 @@ def resume(opts: TrainOptions, model: SequentialRecommender, optimizer, config: 
 # -------------------------------------------------------------------------------------------- training
 
 
-def train(opts: TrainOptions, on_validation: Callable[[int, float], None] | None = None) -> dict:
+def train(opts: TrainOptions, on_validation: Callable[[int, float, dict], None] | None = None) -> dict:
     """Train, select on validation, test once; returns the results dict (also written to results.json).
 
-    ``on_validation(step, value)`` sees every validation FULL NDCG@10; it may raise to stop the run (pruning).
+    ``on_validation(step, value, metrics)`` sees every validation: the selection metric (FULL NDCG@10; session
+    data: MRR@20) and every metric of its protocol; it may raise to stop the run (pruning).
     """
     config = validate_options(opts)
     rank, world = setup_device(opts.device)
@@ -245,7 +246,7 @@ def train(opts: TrainOptions, on_validation: Callable[[int, float], None] | None
 
 
 def run_training(opts: TrainOptions, config: ModelConfig, rank: int, world: int,
-                 on_validation: Callable[[int, float], None] | None = None) -> dict:
+                 on_validation: Callable[[int, float, dict], None] | None = None) -> dict:
     """Everything of ``train`` after the flags are checked and the run folder is ours."""
     is_main = rank == 0
     data = load_training_data(opts.vocab_path, opts.train_path, opts.valid_path, opts.test_path, opts.max_len)
@@ -300,7 +301,7 @@ def run_training(opts: TrainOptions, config: ModelConfig, rank: int, world: int,
                 tqdm.write(f"step {state.step}: {validation_summary(metrics)} (best {state.best_metric:.4f} "
                            f"@ {state.best_step})")
                 if on_validation is not None:
-                    on_validation(state.step, value)
+                    on_validation(state.step, value, metrics[data.selection[0]])
             log.write(event)
             checkpoint("last.pdparams")
             log.plot()

@@ -79,9 +79,14 @@ def test_selection_reads_validation_only():
                                                                       "test": good_test}))
     study.add_trial(optuna.trial.create_trial(value=0.60, user_attrs={"values": {"lr": 2}, "valid": {"NDCG@10": 0.6},
                                                                       "test": bad_test}))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, intermediate_values={3: 0.7},
+                                              user_attrs={"values": {"lr": 3}, "valid": {"NDCG@10": 0.7}}))
     assert best_trial(study).user_attrs["values"] == {"lr": 2}  # better validation wins, whatever the test says
     text = hyper_result(study)
-    assert text.count("Valid result:") == 2 and text.count("Test result:") == 2
+    assert text.count("Valid result:") == 3 and text.count("Test result:") == 3  # one block per finished trial
+    assert "lr:3\nValid result:\nrecall@10 : nan    mrr@10 : nan    ndcg@10 : 0.7000" in text
+    assert text.endswith("Test result:\nrecall@10 : nan    mrr@10 : nan    ndcg@10 : nan    hit@10 : nan    "
+                         "precision@10 : nan\n")  # the pruned trial was never tested
     assert "lr:1\nValid result:\nrecall@10 : nan" in text
     assert "ndcg@10 : 0.9000" in text and "hit@10 : 0.1000" in text
 
@@ -152,6 +157,29 @@ def test_a_dead_workers_trial_is_requeued_and_two_workers_share_the_grid(planted
     assert {t["worker"].rsplit(":", 1)[1] for t in trials if t["state"] == "COMPLETE"} != {"99999999"}
     assert any(t["number"] == dead.number and t["state"] == "FAIL" for t in trials)
     assert math.isfinite(max(t["objective"] for t in trials if t["state"] == "COMPLETE"))
+
+
+def test_pruner_none_gives_every_trial_its_whole_budget(tmp_path):
+    from bert4rec.tuning.search import Search, open_study
+
+    (tmp_path / "hyper.test").write_text("learning_rate choice [0.001, 0.002]\n")
+    params = parse_space(tmp_path / "hyper.test", BERT4RecConfig)
+    config = BERT4RecConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                            max_position_embeddings=50)
+    url = f"sqlite:///{tmp_path / 'tune.db'}"
+    pruners = {}
+    for name in ("median", "none"):
+        search = Search(params, config, None, "exhaustive", 2, url, name, tmp_path / "hyper.test",  # type: ignore[arg-type]
+                        pruner=name)
+        study = open_study(search)
+        for value in (0.5, 0.6, 0.7):  # three finished trials, each reported 0.5+ at step 1
+            trial = study.ask()
+            trial.report(value, 1)
+            study.tell(trial, value)
+        trial = study.ask()
+        trial.report(0.01, 1)  # far below the median
+        pruners[name] = trial.should_prune()
+    assert pruners == {"median": True, "none": False}
 
 
 POP_QUEUED = """

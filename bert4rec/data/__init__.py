@@ -6,6 +6,10 @@ The flow, one module per stage:
 - ``bert4rec.data.split``: filter, order and renumber per-user sequences, split leave-one-out, sample the
   evaluation negatives;
 - ``bert4rec.data.files``: write and load the generated files (formats in ``data/README.md``);
+- ``bert4rec.data.sessions``: the session protocol (sessions, split by date, cleansing);
+- ``bert4rec.data.items``: item metadata (titles, genres, decade) and original-id maps;
+- ``bert4rec.data.outdir``: which output folder the generator may replace (only one it provably wrote);
+- ``bert4rec.data.dataset``: one generated dataset loaded for training and evaluated under its protocol;
 - ``bert4rec.data.generate``: the whole pipeline of ``bert_train/gen_data_fin.py`` (``generate_dataset``).
 """
 
@@ -18,7 +22,8 @@ from bert4rec.data.files import (
     load_vocab,
     load_windows,
 )
-from bert4rec.data.generate import GenerateOptions, check_output_dir, generate_dataset
+from bert4rec.data.generate import GenerateOptions, generate_dataset
+from bert4rec.data.outdir import check_output_dir
 from bert4rec.data.raw import DEFAULT_DOWNLOAD_URL, DOWNLOAD_URL_ENV, FORMATS, detect_format, download_file
 from bert4rec.data.split import HOLDOUTS, build_sequences, sample_popular_negatives
 from bert4rec.instances import TrainInstances

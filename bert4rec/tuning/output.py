@@ -33,10 +33,16 @@ def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
                   key=lambda t: t.number)
 
 
+def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                           optuna.trial.TrialState.PRUNED)), key=lambda t: t.number)
+
+
 def hyper_result(study: optuna.Study) -> str:
-    """One block per completed trial: the parameter line, ``Valid result:`` and ``Test result:`` (RecBole)."""
+    """One block per finished trial: the parameter line, ``Valid result:`` and ``Test result:`` (RecBole). A
+    pruned trial shows its last validation and no test (nan): it was stopped before testing."""
     blocks = []
-    for t in completed(study):
+    for t in finished(study):
         blocks.append(f"{format_params(t.user_attrs.get('values', t.params))}\nValid result:\n"
                       f"{recbole_line(t.user_attrs.get('valid') or {})}\nTest result:\n"
                       f"{recbole_line(t.user_attrs.get('test') or {})}\n")

@@ -4,7 +4,7 @@
   the queue (a storage-level pop: two workers never run the same point); ``random`` and ``bayes`` (TPE) sample.
 * The objective is the validation FULL NDCG@10 of the trial's best checkpoint (session data: MRR@20); each
   validation is reported to a median pruner, which stops a trial whose curve falls below the median of the
-  earlier trials at the same step.
+  earlier trials at the same step (``--pruner none``: every trial runs its whole budget).
   Test metrics are recorded for the report and never read by any decision.
 * Resuming: a trial left running by a worker of this machine that died (its process is gone) is marked failed
   and, for the grid, put back in the queue; then the same command simply continues the study.
@@ -51,6 +51,7 @@ class Search:
     seed: int = 0
     trial_progress: bool = False
     baseline_first: bool = False  # random/bayes: the untuned values (the config's and flags') are trial 0
+    pruner: str = "median"        # or "none": every trial runs its whole budget
 
     def baseline(self) -> dict[str, Any]:
         """The values the search starts from: each tuned setting as the config and the fixed flags have it."""
@@ -101,7 +102,8 @@ def open_study(search: Search, create: bool = True) -> optuna.Study:
     with another search space is refused."""
     sampler = {"bayes": optuna.samplers.TPESampler(seed=search.seed)}.get(
         search.algo, optuna.samplers.RandomSampler(seed=search.seed))
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0) if search.pruner == "median"
+              else optuna.pruners.NopPruner())
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=make_storage(search.storage), study_name=search.study_name,
                                 direction="maximize", sampler=sampler, pruner=pruner, load_if_exists=True)
@@ -194,9 +196,10 @@ def run_trial(trial: optuna.Trial, search: Search) -> float:
     trial.set_user_attr("flags", train_values)
     started = time.perf_counter()
 
-    def report(step: int, value: float) -> None:
+    def report(step: int, value: float, metrics: dict) -> None:
         trial.report(value, step)
         trial.set_user_attr("last_step", step)
+        trial.set_user_attr("valid", metrics)  # a pruned trial keeps its last validation
         if trial.should_prune():
             raise Pruned(step)
 
