@@ -37,13 +37,12 @@ def main() -> int:
     args = p.parse_args()
     if args.k < 1:
         raise UserError(f"--k must be >= 1, got {args.k}")
-    from bert4rec.export import check_export_target
-
-    check_export_target(args.output)
     from bert4rec.cpu import import_paddle
 
-    import_paddle()
-    from bert4rec.export import export_run
+    import_paddle()  # quietly, before bert4rec.export imports it
+    from bert4rec.export import check_export_target, export_run
+
+    check_export_target(args.output)
     from bert4rec.trained import load_run
 
     meta = export_run(load_run(args.run, args.data_dir), args.output, args.k)

@@ -72,6 +72,7 @@ def import_paddle(verbose: bool | None = None):
         import paddle
 
         return paddle
+    os.environ.setdefault("GLOG_minloglevel", "2")  # Paddle's C++ INFO/WARNING lines (e.g. while exporting)
     buffer = io.StringIO()
     try:
         with contextlib.redirect_stderr(buffer), contextlib.redirect_stdout(buffer), warnings.catch_warnings():

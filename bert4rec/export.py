@@ -115,6 +115,9 @@ class Predictor:
             program = folder / f"{MODEL_NAME}.pdmodel"
         config = inference.Config(str(program), str(folder / f"{MODEL_NAME}.pdiparams"))
         config.disable_gpu()
+        # oneDNN builds new kernels for every new input shape, and every history length is one: measured on the
+        # exported SASRec (2 cores), p50 latency 7.4 ms with it, 2.6 ms without
+        config.disable_mkldnn()
         config.set_cpu_math_library_num_threads(threads)
         config.disable_glog_info()
         self.predictor = inference.create_predictor(config)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -325,8 +326,9 @@ def run_training(opts: TrainOptions, config: ModelConfig, rank: int, world: int,
     train_model = paddle.DataParallel(model) if world > 1 else model
     total_steps = total_steps_for(opts, batches.num_examples)
     model.train()
+    # into a log file (not a terminal) the bar is redrawn once a minute, not a few times a second
     progress = tqdm(total=total_steps, initial=state.step, disable=not (opts.progress and is_main),
-                    unit="step", dynamic_ncols=True, desc="train")
+                    unit="step", dynamic_ncols=True, desc="train", mininterval=0.1 if sys.stderr.isatty() else 60)
     interrupted = False
     window_seqs, window_start = 0, time.perf_counter()
     with StopFlag() as stop_flag:
@@ -354,7 +356,7 @@ def run_training(opts: TrainOptions, config: ModelConfig, rank: int, world: int,
                 if is_main and (state.step % 10 == 0 or state.step == total_steps):
                     rate = window_seqs / max(time.perf_counter() - window_start, 1e-9)
                     progress.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", seq_s=f"{rate:.0f}",
-                                         epoch=state.epoch)
+                                         epoch=state.epoch, refresh=False)  # drawn by update(), at its pace
                     log.write({"event": "train", "step": state.step, "epoch": state.epoch, "loss": loss_value,
                                "lr": lr, "seq_per_s": round(rate, 1),
                                "minutes": round(state.train_seconds / 60, 3)})

@@ -15,6 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bert4rec.cpu import import_paddle  # noqa: E402
+
+import_paddle()  # CPU settings, and without Paddle's start-up messages
 from bert4rec.export import Predictor  # noqa: E402
 
 

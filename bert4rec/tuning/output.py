@@ -78,6 +78,11 @@ def pruning_savings(study: optuna.Study, planned_steps: int) -> dict:
     return {"pruned_trials": pruned, "saved_minutes_estimate": round(saved / 60, 1)}
 
 
+def objective_metric_of(valid: dict | None) -> str:
+    """The selection metric a trial was chosen on, from its validation metrics (studies of older versions)."""
+    return "MRR@20" if valid and "MRR@20" in valid else "FULL NDCG@10"
+
+
 def best_params(study: optuna.Study, command_prefix: list[str]) -> dict | None:
     """The best trial as something to train again: its config file and its trainrec.py flags (after the
     search's fixed flags in ``command_prefix``, so they override them)."""
@@ -90,11 +95,12 @@ def best_params(study: optuna.Study, command_prefix: list[str]) -> dict | None:
     for key, value in flags.items():
         args += [FLAGS.get(key, f"--{key.upper()}"), str(value)]
     return {"trial": t.number, "values": t.user_attrs.get("values", t.params), "objective": t.value,
-            "objective_metric": t.user_attrs.get("objective_metric", "NDCG@10"), "valid": t.user_attrs.get("valid"),
+            "objective_metric": t.user_attrs.get("objective_metric", objective_metric_of(t.user_attrs.get("valid"))),
+            "valid": t.user_attrs.get("valid"),
             "config_path": str(config_path), "config": json.loads(config_path.read_text(encoding="utf-8"))
             if config_path.is_file() else None, "trainrec_flags": args,
             "command": shlex.join([*command_prefix, *args]),
-            "note": "chosen on validation FULL NDCG@10 only; retrain with the command and test once"}
+            "note": "chosen on validation only; retrain with the command and test once"}
 
 
 def plot_trials(study: optuna.Study, path: Path) -> None:
