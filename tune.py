@@ -11,9 +11,9 @@ trial. The study lives in the storage (default ``sqlite:///<CHECKPOINTS>/tune.db
 journal file ``journal:PATH`` for several machines): kill the search at any point and the same command resumes
 it; ``--workers K`` runs K trials at once as separate processes sharing the cores, and the same command on other
 machines against the same storage joins the search. Outputs, rewritten from the whole study after every trial:
-``hyper.result`` (RecBole's format, one block per completed trial), and beside it ``best_params.json`` (the best
-trial's config file and flags), ``trials.json`` (every trial, its times, test metrics for the record) and
-``trials.png``.
+``hyper.result`` (RecBole's format, one block per finished trial; a pruned one shows its last validation), and
+beside it ``best_params.json`` (the best trial's config file, flags and retrain command), ``trials.json`` (every
+trial, its times, test metrics for the record) and ``trials.png``.
 """
 
 from __future__ import annotations
