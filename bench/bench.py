@@ -31,7 +31,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import shlex
 import subprocess
 import sys
@@ -48,6 +47,7 @@ for _path in (REPO_ROOT, Path(__file__).resolve().parent):  # the package, and b
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+from machine import cpu_info, cpu_snapshot, load_average, other_cores, parse_lscpu  # noqa: E402,F401
 from samples import write_sample, write_window_sample  # noqa: E402  (numpy only: no bert4rec, no Paddle yet)
 
 DEFAULT_RAW = REPO_ROOT.parent / "shared" / "data" / "ml-1m-sas" / "ml-1m.txt"
@@ -97,38 +97,6 @@ RESULT_KEY = "bench_job"
 
 def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def load_average() -> list[float]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:  # pragma: no cover - not on Linux
-        return []
-
-
-def cpu_snapshot(children: bool = False) -> tuple[float, float, float] | None:
-    """(wall clock, busy CPU seconds of the whole machine, CPU seconds of this process [and its children]).
-
-    The difference of two snapshots tells how much CPU *other* processes used meanwhile (a shared machine):
-    machine busy time (user, nice, system, irq, softirq, steal) minus our own."""
-    try:
-        with open("/proc/stat", encoding="ascii") as f:
-            ticks = [int(x) for x in f.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
-    own = 0.0
-    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN) if children else (resource.RUSAGE_SELF,):
-        usage = resource.getrusage(who)
-        own += usage.ru_utime + usage.ru_stime
-    return time.perf_counter(), busy, own
-
-
-def other_cores(start, end) -> float | None:
-    """Average number of cores other processes kept busy between two ``cpu_snapshot`` s."""
-    if start is None or end is None or end[0] <= start[0]:
-        return None
-    return round(max(0.0, (end[1] - start[1]) - (end[2] - start[2])) / (end[0] - start[0]), 2)
 
 
 # ------------------------------------------------------------------------------------------ pure helpers
@@ -188,39 +156,6 @@ def parse_worker_output(stdout: str) -> dict[str, dict]:
         if isinstance(value, dict) and RESULT_KEY in value:
             results[value[RESULT_KEY]] = value
     return results
-
-
-def parse_lscpu(text: str) -> dict[str, str]:
-    """``lscpu`` output as a dict (``Model name`` -> ``AMD EPYC ...``)."""
-    fields = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() and key.strip() not in fields:
-            fields[key.strip()] = value.strip()
-    return fields
-
-
-def cpu_info() -> dict:
-    from bert4rec.cpu import _cpu_flags, usable_cores
-
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10,
-                              env={**ORIGINAL_ENV, "LC_ALL": "C"}).stdout
-    except (OSError, subprocess.SubprocessError):
-        text = ""
-    fields = parse_lscpu(text)
-    flags = set(fields.get("Flags", "").split()) or _cpu_flags()[1]
-    return {
-        "model_name": fields.get("Model name") or platform.processor() or "unknown",
-        "vendor": fields.get("Vendor ID"),
-        "family": fields.get("CPU family"),
-        "model": fields.get("Model"),
-        "hypervisor": fields.get("Hypervisor vendor"),
-        "cpus": os.cpu_count(),
-        "usable_cores": usable_cores(),
-        "avx2": "avx2" in flags,
-        "avx512": sorted(f for f in flags if f.startswith("avx512")),
-    }
 
 
 def setting_source(job: dict, var: str) -> str:
@@ -487,7 +422,7 @@ def run_benchmark(args) -> int:
         "mode": mode,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": shlex.join(["python", *sys.argv]),
-        "cpu": cpu_info(),
+        "cpu": cpu_info(ORIGINAL_ENV),
         "paddle_version": ", ".join(sorted(paddle_versions)) or None,
         "python_version": platform.python_version(),
         "load_average": {"start": load_start, "end": load_average()},
