@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import random
 import sys
@@ -244,3 +246,51 @@ def assert_resume_matches(root: Path, data_dir: Path, stop_at: int, **kw) -> Non
     b = load_checkpoint(split / "last.pdparams")["model"]
     for name in a:
         np.testing.assert_allclose(np.asarray(a[name]), np.asarray(b[name]), rtol=0, atol=1e-6)
+
+
+# ---------------------------------------------------------------- generating small datasets (gen_data_fin.py)
+
+SMALL = dict(max_seq_length=12, dupe_factor=3, max_predictions_per_seq=5, num_negatives=3)
+SMALL_ARGS = ["--max_seq_length", "12", "--dupe_factor", "3", "--max_predictions_per_seq", "5"]
+SMALL_ARGS += ["--num_negatives", "3", "--no_progress"]
+DATA_FILES = ("vocab.txt", "users.txt", "item_counts.txt", "train.txt", "train_windows.txt", "test.txt")
+
+
+def generate(raw: Path, out: Path, **kw) -> dict:
+    from bert4rec.data import GenerateOptions, generate_dataset
+
+    opts = GenerateOptions(raw_path=raw, output_dir=out, **{**SMALL, **kw})
+    return generate_dataset(opts, progress=False, log=lambda msg: None)
+
+
+def read_lines(path: Path) -> list[list[str]]:
+    return [line.split("\t") for line in path.read_text().splitlines()]
+
+
+@functools.lru_cache(maxsize=1)
+def _cli_module():
+    spec = importlib.util.spec_from_file_location("gen_data_fin", GEN_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_cli_inprocess(args: list[str], capsys) -> tuple[int, str, str]:
+    """Run gen_data_fin.py's ``run_cli(main)`` in this process; returns (exit code, stdout, stderr)."""
+    from bert4rec.errors import run_cli
+
+    module = _cli_module()
+    with pytest.raises(SystemExit) as exc:
+        run_cli(lambda: module.main(args))
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+def assert_user_error(code: int, err: str, *needles: str) -> None:
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]

@@ -1,29 +1,27 @@
-"""Data pipeline (bert4rec.data and bert_train/gen_data_fin.py) on synthetic data in every format."""
+"""Data pipeline (bert4rec.data): the real ML-1M benchmark file, sorting, filtering, renumbering and the
+leave-one-out split, popularity negatives, determinism and stats, on synthetic data."""
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import hashlib
-import http.server
-import importlib.util
 import json
-import os
-import subprocess
-import sys
-import threading
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import GEN_SCRIPT, ML1M_SAS, REPO_ROOT, ratings_text, write_raw
+from conftest import (
+    DATA_FILES,
+    ML1M_SAS,
+    SMALL_ARGS,
+    generate,
+    read_lines,
+    run_cli_inprocess,
+    write_raw,
+)
 
 from bert4rec.data import (
     GenerateOptions,
     build_sequences,
-    detect_format,
-    download_file,
     generate_dataset,
     load_eval_set,
     load_item_counts,
@@ -34,50 +32,6 @@ from bert4rec.data import (
 )
 from bert4rec.data.raw import Interactions
 from bert4rec.errors import UserError
-
-SMALL = dict(max_seq_length=12, dupe_factor=3, max_predictions_per_seq=5, num_negatives=3)
-SMALL_ARGS = ["--max_seq_length", "12", "--dupe_factor", "3", "--max_predictions_per_seq", "5"]
-SMALL_ARGS += ["--num_negatives", "3", "--no_progress"]
-DATA_FILES = ("vocab.txt", "users.txt", "item_counts.txt", "train.txt", "train_windows.txt", "test.txt")
-
-
-def generate(raw: Path, out: Path, **kw) -> dict:
-    opts = GenerateOptions(raw_path=raw, output_dir=out, **{**SMALL, **kw})
-    return generate_dataset(opts, progress=False, log=lambda msg: None)
-
-
-def read_lines(path: Path) -> list[list[str]]:
-    return [line.split("\t") for line in path.read_text().splitlines()]
-
-
-@functools.lru_cache(maxsize=1)
-def _cli_module():
-    spec = importlib.util.spec_from_file_location("gen_data_fin", GEN_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def run_cli_inprocess(args: list[str], capsys) -> tuple[int, str, str]:
-    """Run gen_data_fin.py's ``run_cli(main)`` in this process; returns (exit code, stdout, stderr)."""
-    from bert4rec.errors import run_cli
-
-    module = _cli_module()
-    with pytest.raises(SystemExit) as exc:
-        run_cli(lambda: module.main(args))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
-
-
-def assert_user_error(code: int, err: str, *needles: str) -> None:
-    lines = err.strip().splitlines()
-    assert code == 2, err
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-
 
 # ---------------------------------------------------------------------------------------------------------
 # Acceptance on the real ML-1M sequence benchmark
@@ -119,61 +73,6 @@ def test_acceptance_ml1m_sas(tmp_path):
         assert len(set(neg)) == 100 and not seen & set(neg)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Formats, detection, parsing
-# ---------------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("line", "fmt"),
-    [
-        (b"1::1193::5::978300760\n", "ml-1m"),
-        (b"196\t242\t3\t881250949\n", "ml-100k"),
-        (b"userId,movieId,rating,timestamp\n1,2,3.5,1112486027\n", "ml-20m"),
-        (b"1 1\n1 2\n", "seq"),
-    ],
-)
-def test_detect_format(line, fmt):
-    assert detect_format(line, "x") == fmt
-
-
-def test_detect_format_unknown():
-    with pytest.raises(UserError, match=r"x:1: cannot detect the format"):
-        detect_format(b"hello world again\n", "x")
-
-
-def test_every_format_and_packaging_gives_identical_output(tmp_path, synthetic):
-    """ml-1m / ml-100k / ml-20m files, folders and zips, and the seq format: same data -> same files."""
-    reference = None
-    cases = [(fmt, pack) for fmt in ("ml-1m", "ml-100k", "ml-20m") for pack in ("file", "folder", "zip")]
-    cases.append(("seq", "file"))
-    for fmt, pack in cases:
-        raw = write_raw(synthetic, tmp_path / f"raw-{fmt}-{pack}", fmt, pack)
-        out = tmp_path / f"out-{fmt}-{pack}"
-        stats = generate(raw, out)
-        assert stats["format"] == fmt, (fmt, pack)
-        files = {name: (out / name).read_bytes() for name in DATA_FILES + ("valid.txt",)}
-        if reference is None:
-            reference = files
-        else:
-            for name in files:
-                assert files[name] == reference[name], (fmt, pack, name)
-
-
-def test_forced_format_matches_auto(tmp_path, synthetic):
-    raw = write_raw(synthetic, tmp_path / "raw", "ml-100k")
-    a = generate(raw, tmp_path / "a")
-    b = generate(raw, tmp_path / "b", format="ml-100k")
-    assert a["num_train_instances"] == b["num_train_instances"]
-    assert (tmp_path / "a/train.txt").read_bytes() == (tmp_path / "b/train.txt").read_bytes()
-
-
-def test_windows_line_endings_are_accepted(tmp_path, synthetic):
-    path = tmp_path / "ratings.dat"
-    path.write_bytes(ratings_text(synthetic, "ml-1m").replace("\n", "\r\n").encode())
-    generate(path, tmp_path / "crlf")
-    generate(write_raw(synthetic, tmp_path / "lf", "ml-1m"), tmp_path / "plain")
-    assert (tmp_path / "crlf/train.txt").read_bytes() == (tmp_path / "plain/train.txt").read_bytes()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -287,6 +186,8 @@ def test_training_instances_on_disk(tmp_path, synthetic):
         assert np.count_nonzero(w_users == u) == n_windows
 
 
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Popularity negatives
 # ---------------------------------------------------------------------------------------------------------
@@ -331,6 +232,8 @@ def test_negative_sampling_needs_enough_candidates():
     items = np.array([1, 2], dtype=np.int32)
     with pytest.raises(UserError, match="--num_negatives 3"):
         sample_popular_negatives(items, np.array([0, 2]), counts, 3, np.random.default_rng(0))
+
+
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -397,310 +300,3 @@ def test_stats_json_contents(tmp_path, synthetic):
     assert on_disk["input_member"] == "ml-1m/ratings.dat"
     assert on_disk["options"]["dupe_factor"] == 3 and on_disk["options"]["masked_lm_prob"] == 0.2
     assert stats["num_train_instances"] == on_disk["num_train_instances"]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Bad input: one line, exit code 2, nothing left behind
-# ---------------------------------------------------------------------------------------------------------
-
-
-def _bad_case(tmp_path: Path, synthetic, case: str) -> tuple[list[str], tuple[str, ...]]:
-    """Arguments for one bad-input case and the substrings its error line must contain."""
-    good = write_raw(synthetic, tmp_path / "good", "ml-1m")
-    lines = ratings_text(synthetic, "ml-1m").splitlines(keepends=True)
-
-    def raw_with(text: str, name: str = "ratings.dat") -> str:
-        path = tmp_path / "bad" / name
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(text)
-        return str(path)
-
-    if case == "field_count":
-        return ["--raw_path", raw_with("".join(lines[:2]) + "1::1000::5\n" + "".join(lines[2:]))], (
-            "ratings.dat:3:", "expected 4 fields",
-        )  # fmt: skip
-    if case == "non_integer":
-        return ["--raw_path", raw_with("".join(lines[:4]) + "1::abc::5::3\n")], ("ratings.dat:5:", "item")
-    if case == "negative_id":
-        return ["--raw_path", raw_with("".join(lines[:4]) + "-1::1000::5::3\n")], ("ratings.dat:5:", "user")
-    if case == "wrong_separator":
-        tabbed = ratings_text(synthetic, "ml-100k")
-        return ["--raw_path", raw_with(tabbed), "--format", "ml-1m"], ("ratings.dat:1:", "tabs", "--format")
-    if case == "mixed_separator":
-        return ["--raw_path", raw_with("".join(lines[:6]) + "1\t1000\t5\t3\n")], ("ratings.dat:7:",)
-    if case == "empty_line":
-        return ["--raw_path", raw_with("".join(lines[:3]) + "\n" + "".join(lines[3:]))], (
-            "ratings.dat:4:", "empty line",
-        )  # fmt: skip
-    if case == "seq_three_fields":
-        return ["--raw_path", raw_with("1 1\n1 2 3\n", "seq.txt")], ("seq.txt:2:", "expected 2 fields")
-    if case == "csv_bad_rating":
-        text = "userId,movieId,rating,timestamp\n1,2,3.5,100\n1,3,x,101\n"
-        return ["--raw_path", raw_with(text, "ratings.csv")], ("ratings.csv:3:", "rating")
-    if case == "csv_no_header":
-        return ["--raw_path", raw_with("1,2,3.5,100\n", "ratings.csv"), "--format", "ml-20m"], (
-            "ratings.csv:1:", "header",
-        )  # fmt: skip
-    if case == "empty_file":
-        return ["--raw_path", raw_with("")], ("ratings.dat", "empty")
-    if case == "blank_file":
-        return ["--raw_path", raw_with("\n\n  \n")], ("ratings.dat", "empty")
-    if case == "missing_file":
-        return ["--raw_path", str(tmp_path / "nope.dat")], ("nope.dat", "no such file")
-    if case == "zip_without_ratings":
-        path = tmp_path / "bad.zip"
-        with zipfile.ZipFile(path, "w") as zf:
-            zf.writestr("ml-1m/README", "no ratings here")
-        return ["--raw_path", str(path)], ("bad.zip", "no ratings file")
-    if case == "corrupt_zip":
-        path = tmp_path / "corrupt.zip"
-        path.write_bytes(b"PK\x03\x04 this is not really a zip")
-        return ["--raw_path", str(path)], ("corrupt.zip",)
-    if case == "folder_without_ratings":
-        (tmp_path / "emptydir").mkdir()
-        return ["--raw_path", str(tmp_path / "emptydir")], ("emptydir", "no ratings file")
-    if case == "unknown_format":
-        return ["--raw_path", raw_with("hello world foo\n", "x.txt")], ("x.txt:1:", "cannot detect")
-    if case == "bad_format_flag":
-        return ["--raw_path", str(good), "--format", "ml-2m"], ("--format",)
-    if case == "no_user_long_enough":
-        return ["--raw_path", raw_with("1 1\n2 1\n3 1\n4 1\n5 1\n", "seq.txt")], ("no user",)
-    if case == "too_many_negatives":
-        return ["--raw_path", str(good), "--num_negatives", "45"], ("--num_negatives 45",)
-    if case == "unknown_dataset_no_raw":
-        return ["--data_name", "my-data"], ("--data_name my-data", "--raw_path")
-    option_cases = {
-        "masked_lm_prob_0": (["--masked_lm_prob", "0"], "--masked_lm_prob"),
-        "masked_lm_prob_nan": (["--masked_lm_prob", "nan"], "--masked_lm_prob"),
-        "max_seq_length_1": (["--max_seq_length", "1"], "--max_seq_length"),
-        "max_seq_length_text": (["--max_seq_length", "abc"], "--max_seq_length"),
-        "dupe_factor_negative": (["--dupe_factor", "-1"], "--dupe_factor"),
-        "mask_prob_above_1": (["--mask_prob", "1.5"], "--mask_prob"),
-        "mask_prob_negative": (["--mask_prob", "-0.1"], "--mask_prob"),
-        "prop_sliding_window_0": (["--prop_sliding_window", "0"], "--prop_sliding_window"),
-        "prop_sliding_window_above_1": (["--prop_sliding_window", "1.5"], "--prop_sliding_window"),
-        "prop_sliding_window_tiny_step": (["--prop_sliding_window", "0.001"], "step of at least 1"),
-        "min_item_count_0": (["--min_item_count", "0"], "--min_item_count"),
-        "max_predictions_0": (["--max_predictions_per_seq", "0"], "--max_predictions_per_seq"),
-        "negative_seed": (["--random_seed", "-3"], "--random_seed"),
-        "holdout_unknown": (["--holdout", "all"], "--holdout"),
-        "data_name_path": (["--data_name", "../x"], "--data_name"),
-        "unknown_flag": (["--dupe", "3"], "--dupe"),
-    }
-    flags, needle = option_cases[case]
-    return ["--raw_path", str(good), *flags], (needle,)
-
-
-BAD_CASES = [
-    "field_count", "non_integer", "negative_id", "wrong_separator", "mixed_separator", "empty_line",
-    "seq_three_fields", "csv_bad_rating", "csv_no_header", "empty_file", "blank_file", "missing_file",
-    "zip_without_ratings", "corrupt_zip", "folder_without_ratings", "unknown_format", "bad_format_flag",
-    "no_user_long_enough", "too_many_negatives", "unknown_dataset_no_raw", "masked_lm_prob_0",
-    "masked_lm_prob_nan", "max_seq_length_1", "max_seq_length_text", "dupe_factor_negative",
-    "mask_prob_above_1", "mask_prob_negative", "prop_sliding_window_0", "prop_sliding_window_above_1",
-    "prop_sliding_window_tiny_step", "min_item_count_0", "max_predictions_0", "negative_seed",
-    "holdout_unknown", "data_name_path", "unknown_flag",
-]  # fmt: skip
-
-
-@pytest.mark.parametrize("case", BAD_CASES)
-def test_bad_input_one_line_exit_2_no_output(tmp_path, synthetic, capsys, case):
-    args, needles = _bad_case(tmp_path, synthetic, case)
-    out = tmp_path / "out" / "ds"
-    (tmp_path / "out").mkdir()
-    raw_dir = tmp_path / "raw_cache"
-    code, _, err = run_cli_inprocess(
-        [*args, "--output_dir", str(out), "--raw_dir", str(raw_dir), "--no_progress",
-         "--download_url", "http://127.0.0.1:9/"],
-    capsys)  # fmt: skip
-    assert_user_error(code, err, *needles)
-    assert list((tmp_path / "out").iterdir()) == []  # no output dir, no temp dir
-    assert not raw_dir.exists()
-
-
-def test_bad_input_keeps_previous_output_intact(tmp_path, synthetic, capsys):
-    good = write_raw(synthetic, tmp_path / "good", "ml-1m")
-    out = tmp_path / "out"
-    generate(good, out)
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
-    bad = tmp_path / "bad.dat"
-    bad.write_text("1::2::3\n")
-    code, _, err = run_cli_inprocess(["--raw_path", str(bad), "--output_dir", str(out), "--force"], capsys)
-    assert_user_error(code, err, "bad.dat:1:")
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.dat", "good", "out"]
-
-
-def test_short_users_are_dropped_and_counted(tmp_path, synthetic):
-    stats = generate(write_raw(synthetic, tmp_path, "ml-1m"), tmp_path / "out", holdout="valid_test")
-    assert stats["dropped_short_users"] == 2
-    assert stats["dropped_short_user_interactions"] == 4
-    assert stats["num_users"] == len(synthetic.sequences) - 2
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Loaders: malformed files
-# ---------------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("loader", "text", "needle"),
-    [
-        (load_train_instances, "1\t1 2 3\t0\t1\n1\t1 2\t0\n", "train.txt:2: expected 4 tab-separated fields"),
-        (load_train_instances, "1\t1 2 3\t0\t1\n1\t1 x\t0\t1\n", "train.txt:2: unexpected character 'x'"),
-        (load_train_instances, "1\t1 2 3\t0 1\t1\n", "train.txt:1: masked_positions and masked_labels"),
-        (load_train_instances, "1\t1 2 3\t0\t1\n1\t1 2\t5\t1\n", "train.txt:2: masked position outside"),
-        (load_train_instances, "1\t1 2 3\t1 1\t1 2\n", "train.txt:1: masked positions must be strictly"),
-        (load_train_instances, "1\t1 2  3\t0\t1\n", "train.txt:1: empty line or field"),
-        (load_train_instances, "1 2\t1 2 3\t0\t1\n", "train.txt:1: the user field"),
-        (load_train_instances, "1\t1 2 99999999999\t0\t1\n", "train.txt:1: number too large"),
-        (load_train_instances, "", "train.txt: file is empty"),
-        (load_windows, "1\t1 2 3\n2\n", "train.txt:2: expected 2 tab-separated fields"),
-        (load_eval_set, "1\t1 2\t3\t4 5\n2\t1\t3\t4\n", "train.txt:2: expected 2 negatives"),
-        (load_eval_set, "1\t1 2\t3 4\t4 5\n", "train.txt:1: the target field"),
-        (load_item_counts, "1\t5\n3\t7\n", "train.txt:2: item ids must be"),
-        (load_vocab, "0\t[PAD]\t-\n1\t1\t10\n", "train.txt: expected [PAD]"),
-        (load_vocab, "0\t[PAD]\t-\n2\t1\t10\n", "train.txt:2: token id must be 1"),
-        (load_vocab, "0\t[PAD]\n", "train.txt:1: expected 3 tab-separated fields"),
-    ],
-)
-def test_loaders_reject_malformed_files(tmp_path, loader, text, needle):
-    path = tmp_path / "train.txt"
-    path.write_text(text)
-    with pytest.raises(UserError) as exc:
-        loader(path)
-    assert needle in str(exc.value)
-    assert "\n" not in str(exc.value)
-
-
-def test_loaders_missing_file(tmp_path):
-    with pytest.raises(UserError, match="no such file"):
-        load_train_instances(tmp_path / "missing.txt")
-
-
-def test_loader_round_trip_and_line_numbers_across_chunks(tmp_path, monkeypatch):
-    import bert4rec.data.files as data
-
-    monkeypatch.setattr(data, "_PARSE_CHUNK_BYTES", 64)  # many chunks: line numbers must carry over
-    lines = [f"{u}\t{' '.join(str(i) for i in range(1, u + 2))}\t{u}\t{u + 1}" for u in range(1, 60)]
-    lines[44] += " 7"
-    path = tmp_path / "valid.txt"
-    path.write_text("\n".join(lines))
-    with pytest.raises(UserError, match=r"valid\.txt:45: expected 1 negatives"):
-        load_eval_set(path)
-    lines = [f"{u}\t{' '.join(str(i) for i in range(1, u + 2))}\t{u}\t{u + 1} {u + 2}" for u in range(1, 60)]
-    path.write_text("\n".join(lines))  # no final newline: still accepted
-    ev = load_eval_set(path)
-    assert ev.users.tolist() == list(range(1, 60))
-    assert ev.user_history(41).tolist() == list(range(1, 44))
-    assert ev.negatives[41].tolist() == [43, 44]
-    lines[50] = lines[50].replace("\t", "\t\t", 1)
-    path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(UserError, match=r"valid\.txt:51: empty line or field"):
-        load_eval_set(path)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Download (local HTTP server only)
-# ---------------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def serve_directory(directory: Path):
-    class QuietHandler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args) -> None:  # keep stderr clean: errors must be one line
-            pass
-
-    handler = functools.partial(QuietHandler, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
-def test_download_file_verifies_md5(tmp_path):
-    site = tmp_path / "site"
-    site.mkdir()
-    payload = os.urandom(300_000)
-    (site / "blob.zip").write_bytes(payload)
-    md5 = hashlib.md5(payload).hexdigest()
-    with serve_directory(site) as url:
-        dest = download_file(url + "blob.zip", tmp_path / "cache" / "blob.zip", md5=md5, progress=False)
-        assert dest.read_bytes() == payload
-        with pytest.raises(UserError, match="md5") as exc:
-            download_file(url + "blob.zip", tmp_path / "cache2" / "blob.zip", md5="0" * 32, progress=False)
-        assert "put it at" in str(exc.value)
-        assert not (tmp_path / "cache2").exists()
-        with pytest.raises(UserError, match=r"blob2\.zip failed"):
-            download_file(url + "blob2.zip", tmp_path / "cache3" / "x.zip", progress=False)
-
-
-def test_cli_downloads_caches_and_checks_md5(tmp_path, synthetic, capsys, monkeypatch):
-    site = tmp_path / "site"
-    zip_path = write_raw(synthetic, site, "ml-1m", "zip")  # site/ml-1m.zip
-    md5 = hashlib.md5(zip_path.read_bytes()).hexdigest()
-    raw_dir = tmp_path / "raw"
-    out = tmp_path / "out"
-    base = ["--raw_dir", str(raw_dir), "--output_dir", str(out), *SMALL_ARGS]
-    with serve_directory(site) as url:
-        # the published GroupLens md5 does not match the synthetic zip: refused, nothing kept
-        code, _, err = run_cli_inprocess([*base, "--download_url", url], capsys)
-        assert_user_error(code, err, "ml-1m.zip", "md5", "c4d9eecfca2ab87c1945afe126590906")
-        assert not raw_dir.exists() and not out.exists()
-        # the environment variable sets the base URL too; with the right md5 it downloads and generates
-        monkeypatch.setenv("BERT4REC_DOWNLOAD_URL", url)
-        code, stdout, err = run_cli_inprocess([*base, "--download_md5", md5], capsys)
-        assert code == 0, err
-        assert (raw_dir / "ml-1m.zip").read_bytes() == zip_path.read_bytes()
-        assert load_vocab(out / "vocab.txt").num_items == 46
-    # server gone: the cached zip is used, no download attempted, but its md5 is checked again
-    monkeypatch.setenv("BERT4REC_DOWNLOAD_URL", "http://127.0.0.1:9/")
-    code, stdout, _ = run_cli_inprocess([*base, "--force", "--download_md5", md5], capsys)
-    assert code == 0 and "downloading" not in stdout
-    code, _, err = run_cli_inprocess([*base, "--force"], capsys)  # GroupLens's md5: not this synthetic zip
-    assert_user_error(code, err, str(raw_dir / "ml-1m.zip"), "does not match", "delete it to download again")
-    damaged = bytearray((raw_dir / "ml-1m.zip").read_bytes())
-    damaged[len(damaged) // 2] ^= 0xFF
-    (raw_dir / "ml-1m.zip").write_bytes(bytes(damaged))
-    code, _, err = run_cli_inprocess([*base, "--force", "--download_md5", md5], capsys)
-    assert_user_error(code, err, "md5", "does not match")
-    assert (raw_dir / "ml-1m.zip").read_bytes() == bytes(damaged)  # the user's file is never deleted
-    # offline with nothing cached: one line naming the URL and where to put the zip
-    code, _, err = run_cli_inprocess(["--raw_dir", str(tmp_path / "empty"), "--output_dir", str(out)], capsys)
-    assert_user_error(code, err, "http://127.0.0.1:9/ml-1m.zip", str(tmp_path / "empty" / "ml-1m.zip"))
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The CLI as users run it
-# ---------------------------------------------------------------------------------------------------------
-
-
-def _subprocess(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return subprocess.run(
-        [sys.executable, "gen_data_fin.py", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=120
-    )
-
-
-def test_cli_from_bert_train_directory(tmp_path, synthetic):
-    raw = write_raw(synthetic, tmp_path / "raw", "ml-100k", "zip")
-    name = f"pytest-{os.getpid()}"
-    default_out = REPO_ROOT / "data" / name  # default output: <repo>/data/<data_name>, not the cwd
-    try:
-        result = _subprocess(["--raw_path", str(raw), "--data_name", name, *SMALL_ARGS], GEN_SCRIPT.parent)
-        assert result.returncode == 0, result.stderr
-        assert "instances" in result.stdout and str(default_out) in result.stdout
-        assert (default_out / "train.txt").is_file() and (default_out / "valid.txt").is_file()
-        assert not (GEN_SCRIPT.parent / "data").exists()
-    finally:
-        import shutil
-
-        shutil.rmtree(default_out, ignore_errors=True)
-    bad = _subprocess(["--raw_path", str(tmp_path / "missing.zip"), "--data_name", name], GEN_SCRIPT.parent)
-    assert_user_error(bad.returncode, bad.stderr, "missing.zip")
-    assert not default_out.exists()

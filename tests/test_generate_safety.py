@@ -6,8 +6,7 @@ import errno
 import json
 import os
 
-from conftest import write_raw
-from test_data import SMALL_ARGS, assert_user_error, generate, run_cli_inprocess
+from conftest import SMALL_ARGS, assert_user_error, generate, run_cli_inprocess, write_raw
 
 
 def snapshot(folder) -> dict[str, bytes]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_data import SMALL_ARGS, assert_user_error, run_cli_inprocess
+from conftest import SMALL_ARGS, assert_user_error, run_cli_inprocess
 
 from bert4rec.data.items import ItemMeta, parse_item_meta, read_id_map
 from bert4rec.errors import UserError
