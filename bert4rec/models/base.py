@@ -54,6 +54,11 @@ class TrainingBatches(Protocol):
     def collate(self, examples: Examples, idx: np.ndarray, rng: np.random.Generator) -> Any: ...
 
 
+def truncated_normal(std: float) -> paddle.ParamAttr:
+    """Weights drawn from a truncated normal of this std (BERT's and RecBole's initialisation)."""
+    return paddle.ParamAttr(initializer=nn.initializer.TruncatedNormal(std=std))
+
+
 class SequentialRecommender(nn.Layer):
     """Base class of every model: holds the config and defines the contract (see the module docstring)."""
 

@@ -37,7 +37,7 @@ from bert4rec.data.dataset import TrainingData
 from bert4rec.data.files import Windows
 from bert4rec.fused_ops import bias_softmax_cross_entropy, kernels_available
 from bert4rec.instances import offsets_from_lengths, ragged_gather
-from bert4rec.models.base import SequentialRecommender
+from bert4rec.models.base import SequentialRecommender, truncated_normal
 from bert4rec.models.sasrec import NextItemBatch, collate_next_items
 
 LOSSES = ("ce", "cross-entropy", "bpr-max")
@@ -202,7 +202,7 @@ class GRU4Rec(SequentialRecommender):
     def __init__(self, config: GRU4RecConfig, kernels: str = "auto") -> None:
         super().__init__(config, kernels)
         hidden = config.hidden_size
-        init = paddle.ParamAttr(initializer=nn.initializer.TruncatedNormal(std=config.initializer_range))
+        init = truncated_normal(config.initializer_range)
         self.item_embeddings = nn.Embedding(config.vocab_size, hidden, weight_attr=init)
         self.output_bias = self.create_parameter([config.vocab_size], is_bias=True,
                                                  default_initializer=nn.initializer.Constant(0.0))

@@ -28,7 +28,7 @@ from bert4rec.fused_ops import (
     fused_attention,
     kernels_available,
 )
-from bert4rec.models.base import SequentialRecommender
+from bert4rec.models.base import SequentialRecommender, truncated_normal
 
 MASK_FILL = -1e9
 PAD_ID = 0
@@ -193,7 +193,7 @@ class TransformerRecommender(SequentialRecommender):
         if kernels not in KERNEL_MODES:
             raise ValueError(f"kernels must be auto, fused or plain, got {kernels!r}")
         self.kernels = kernels
-        self.weight_attr = paddle.ParamAttr(initializer=nn.initializer.TruncatedNormal(std=config.initializer_range))
+        self.weight_attr = truncated_normal(config.initializer_range)
         hidden = config.hidden_size
         self.item_embeddings = nn.Embedding(config.vocab_size, hidden, weight_attr=self.weight_attr)
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, hidden, weight_attr=self.weight_attr)
