@@ -59,6 +59,15 @@ def truncated_normal(std: float) -> paddle.ParamAttr:
     return paddle.ParamAttr(initializer=nn.initializer.TruncatedNormal(std=std))
 
 
+def last_positions(history: paddle.Tensor, offset: int) -> tuple[paddle.Tensor, paddle.Tensor]:
+    """Per row of right-padded ``history`` [B, L]: its number of items, and the flat index (into [B*L']) of
+    position ``items + offset`` where L' = L + 1 if ``offset`` is 0 (a slot appended) else L."""
+    lengths = (history != 0).astype("int64").sum(axis=1)
+    width = paddle.shape(history)[1] + (1 if offset == 0 else 0)
+    rows = paddle.arange(paddle.shape(history)[0], dtype="int64")
+    return lengths, rows * width + paddle.maximum(lengths + offset, paddle.zeros_like(lengths))
+
+
 class SequentialRecommender(nn.Layer):
     """Base class of every model: holds the config and defines the contract (see the module docstring)."""
 

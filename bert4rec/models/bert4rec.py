@@ -26,12 +26,8 @@ from bert4rec.data.files import load_train_instances
 from bert4rec.errors import UserError
 from bert4rec.fused_ops import bias_act_layernorm, bias_softmax_cross_entropy
 from bert4rec.instances import TrainInstances, mask_windows
-from bert4rec.models.transformer import (
-    TransformerConfig,
-    TransformerRecommender,
-    activation,
-    last_positions,
-)
+from bert4rec.models.base import last_positions
+from bert4rec.models.transformer import TransformerConfig, TransformerRecommender, activation
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from bert4rec.data.dataset import TrainingData
 from bert4rec.data.files import Windows
 from bert4rec.fused_ops import bias_softmax_cross_entropy, kernels_available
 from bert4rec.instances import offsets_from_lengths, ragged_gather
-from bert4rec.models.base import SequentialRecommender, truncated_normal
+from bert4rec.models.base import SequentialRecommender, last_positions, truncated_normal
 from bert4rec.models.sasrec import NextItemBatch, collate_next_items
 
 LOSSES = ("ce", "cross-entropy", "bpr-max")
@@ -119,7 +119,6 @@ def session_parallel_schedule(sessions: Windows, order: np.ndarray, slots: int) 
     current = np.full(slots, -1, dtype=np.int64)
     position = np.zeros(slots, dtype=np.int64)
     reset = np.zeros(slots, dtype=bool)
-    waiting = 0
     first = min(slots, len(order))
     current[:first], reset[:first] = order[:first], True
     waiting = first
@@ -161,11 +160,15 @@ class SessionParallelBatches:
     def __init__(self, data: TrainingData, opts: TrainOptions, config: GRU4RecConfig) -> None:
         self.sessions, self.slots, self.seed = data.sessions, opts.batch_size, opts.seed
         self.negatives = PopularityNegatives(data.training_item_counts(), config)
-        self.num_examples = len(self.examples(0)) * self.slots  # an epoch = the steps of epoch 0's schedule
+        self._first = self._schedule(0)  # built once: it also sizes an epoch, and the trainer starts with it
+        self.num_examples = len(self._first) * self.slots  # an epoch = the steps of epoch 0's schedule
 
-    def examples(self, epoch: int) -> Schedule:
+    def _schedule(self, epoch: int) -> Schedule:
         order = np.random.default_rng([self.seed, epoch, 3]).permutation(len(self.sessions))
         return session_parallel_schedule(self.sessions, order, self.slots)
+
+    def examples(self, epoch: int) -> Schedule:
+        return self._first if epoch == 0 else self._schedule(epoch)
 
     def order(self, examples: Schedule, rng: np.random.Generator) -> list[np.ndarray]:
         return [np.array([s]) for s in range(len(examples))]
@@ -313,10 +316,8 @@ class GRU4Rec(SequentialRecommender):
         self._carried = paddle.to_tensor(state["carried"]) if state else None
 
     def score_histories(self, history: paddle.Tensor) -> paddle.Tensor:
-        lengths = (history != 0).astype("int64").sum(axis=1)
+        lengths, last = last_positions(history, -1)
         outputs = self.run(history, paddle.maximum(lengths, paddle.ones_like(lengths)))
-        rows = paddle.arange(paddle.shape(history)[0], dtype="int64")
-        last = rows * paddle.shape(history)[1].astype("int64") + paddle.maximum(lengths - 1, paddle.zeros_like(lengths))
         return self.scores(paddle.gather(outputs.reshape([-1, self.config.hidden_size]), last))
 
     def score_every_position(self, sessions: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -35,7 +35,8 @@ from bert4rec.data.files import Windows
 from bert4rec.errors import UserError
 from bert4rec.fused_ops import bias_softmax_cross_entropy
 from bert4rec.instances import offsets_from_lengths, ragged_gather
-from bert4rec.models.transformer import TransformerConfig, TransformerRecommender, last_positions
+from bert4rec.models.base import last_positions
+from bert4rec.models.transformer import TransformerConfig, TransformerRecommender
 
 LOSSES = ("ce", "bce", "bpr", "sampled_ce")
 SAMPLINGS = ("uniform", "popularity")

@@ -90,6 +90,7 @@ class SASRecF(SASRec):
 
     def __init__(self, config: SASRecFConfig, kernels: str = "auto") -> None:
         super().__init__(config, kernels)
+        self._table: paddle.Tensor | None = None  # the fused item table of the pass under way
         hidden = config.hidden_size
         self.feature_embeddings = nn.LayerDict({
             f: nn.Embedding(len(TOKENS[f]) + 2, hidden, weight_attr=self.weight_attr, padding_idx=PAD)
@@ -110,7 +111,25 @@ class SASRecF(SASRec):
         return (f"{super().describe()}; features {', '.join(c.selected_features)} ({c.pooling_mode} pooling, "
                 f"{c.fusion} fusion)")
 
+    # Within one pass the inputs, the targets and the output layer all read one fused table: built once, its
+    # gradient summed once, instead of fusing every item again for each of them.
+    def forward(self, batch) -> paddle.Tensor:
+        self._table = self._fused_table()
+        loss = super().forward(batch)
+        self._table = None
+        return loss
+
+    def score_histories(self, history: paddle.Tensor) -> paddle.Tensor:
+        self._table = self._fused_table()
+        scores = super().score_histories(history)
+        self._table = None
+        return scores
+
     def all_item_vectors(self) -> paddle.Tensor:
+        """[V, H] every token's fused vector (the current pass's table inside ``forward``/``score_histories``)."""
+        return self._table if self._table is not None else self._fused_table()
+
+    def _fused_table(self) -> paddle.Tensor:
         """[V, H] every token's fused vector: id embedding with the pooled embedding of each feature."""
         parts = [self.item_embeddings.weight]
         for f in self.config.selected_features:

@@ -21,6 +21,7 @@ from paddle import nn
 
 from bert4rec.config import ModelConfig
 from bert4rec.errors import UserError
+from bert4rec.fused_ops import ACTIVATIONS as FUSED_ACTIVATIONS
 from bert4rec.fused_ops import (
     bias_act,
     bias_dropout_residual_layernorm,
@@ -32,7 +33,7 @@ from bert4rec.models.base import SequentialRecommender, truncated_normal
 
 MASK_FILL = -1e9
 PAD_ID = 0
-ACTIVATIONS = ("gelu", "gelu_exact", "relu", "swish", "tanh", "sigmoid")
+ACTIVATIONS = tuple(FUSED_ACTIVATIONS)  # hidden_act values: the ones the fused kernels implement
 KERNEL_MODES = ("auto", "fused", "plain")
 LAYER_NORM_EPS = 1e-12
 
@@ -246,12 +247,3 @@ class TransformerRecommender(SequentialRecommender):
     def max_history(self) -> int:
         """The longest input it was trained on leaves one position for the item to predict."""
         return self.max_len - 1
-
-
-def last_positions(history: paddle.Tensor, offset: int) -> tuple[paddle.Tensor, paddle.Tensor]:
-    """Per row of right-padded ``history`` [B, L]: its number of items, and the flat index (into [B*L']) of
-    position ``items + offset`` where L' = L + 1 if ``offset`` is 0 (a slot appended) else L."""
-    lengths = (history != PAD_ID).astype("int64").sum(axis=1)
-    width = paddle.shape(history)[1] + (1 if offset == 0 else 0)
-    rows = paddle.arange(paddle.shape(history)[0], dtype="int64")
-    return lengths, rows * width + paddle.maximum(lengths + offset, paddle.zeros_like(lengths))
