@@ -107,8 +107,7 @@ def setup(argv: list[str]):
 
 def fixed_flags(argv: list[str]) -> list[str]:
     """The trainrec.py flags every trial shares (not tune.py's own, not the config or the run folder)."""
-    own = {a.option_strings[0] for a in build_parser()._actions if a.option_strings} | {"--CONFIG_PATH",
-                                                                                        "--CHECKPOINTS"}
+    own = {"--CONFIG_PATH", "--CHECKPOINTS"}  # tune.py's own flags are not in ``rest``
     _, rest = build_parser().parse_known_args(argv)
     out, skip = [], False
     for i, arg in enumerate(rest):
@@ -151,8 +150,7 @@ def main() -> int:
 
     prefix = ["python", "trainrec.py", *fixed_flags(argv)]
     if args.worker:  # a child: run trials until the study has enough
-        work(search, on_trial=lambda study: write_outputs(study, args.output_file, planned_steps(search), prefix),
-             recover=False)
+        work(search, on_trial=lambda study: write_outputs(study, args.output_file, planned_steps(search), prefix))
         return 0
     search.options.checkpoints.mkdir(parents=True, exist_ok=True)
     study = open_study(search)  # created (grid enqueued) once, before any worker starts
@@ -165,11 +163,11 @@ def main() -> int:
     try:
         if args.workers == 1:
             def progress(s):
-                bar.n = min(finished_count(s), search.max_evals)
+                bar.n = min(write_outputs(s, args.output_file, planned_steps(search), prefix)["finished"],
+                            search.max_evals)
                 bar.refresh()
-                write_outputs(s, args.output_file, planned_steps(search), prefix)
 
-            work(search, on_trial=progress, recover=False)
+            work(search, on_trial=progress)
         else:
             children = spawn_workers(argv, args.workers)
             while any(c.poll() is None for c in children):

@@ -103,21 +103,19 @@ def session_table(runs: list[Run], baselines: dict[str, dict]) -> str:
 
 
 def table(runs: list[Run], baselines: dict[str, dict]) -> str:
-    """The Markdown table: every run under both protocols, the popularity baseline of each dataset, and the
-    published ML-1M rows when the runs are on ML-1M."""
+    """The Markdown table of leave-one-out runs: every run under both protocols, the popularity baseline of each
+    dataset, and the published ML-1M rows when the runs are on ML-1M (``write_report`` passes only those)."""
     head = ["run", "model", "config", "data", "protocol", *COLUMNS, "training min", "steps (best)", "CPU"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for run in runs:
         r = run.results
-        if "session" in r["test"]:
-            continue  # session protocol: its own table
         for protocol in ("full", "pop100"):
             lines.append("| " + " | ".join([
                 run.label, r.get("model", "?"), run.config_name(), run.data(), protocol.upper(),
                 *_cells(r["test"].get(protocol) or {}), f"{r.get('train_seconds', 0) / 60:.1f}",
                 f"{r.get('steps', '?'):,} ({r.get('best_step', '?'):,})", run.cpu()]) + " |")
     for dataset, metrics in baselines.items():
-        for protocol in ("full", "pop100") if "full" in metrics else ():
+        for protocol in ("full", "pop100"):
             lines.append("| " + " | ".join(["popularity baseline", "MostPop", "training-part counts", dataset,
                                              protocol.upper(), *_cells(metrics[protocol]), "0", "–", "–"]) + " |")
     if any((r.results.get("data") or {}).get("num_items") == ML1M_ITEMS for r in runs):
@@ -129,7 +127,7 @@ def table(runs: list[Run], baselines: dict[str, dict]) -> str:
 
 def popularity_baselines(runs: list[Run]) -> dict[str, dict]:
     """MostPop's test metrics on each dataset the runs used (its counts from the training part only)."""
-    from bert4rec.data.dataset import load_training_data
+    from bert4rec.data.dataset import load_training_data, protocol_metrics
     from bert4rec.models.mostpop import MostPop, MostPopConfig
 
     out: dict[str, dict] = {}
@@ -145,7 +143,7 @@ def popularity_baselines(runs: list[Run]) -> dict[str, dict]:
         data = load_training_data(paths[0], paths[1], paths[2], paths[3], int(options.get("max_len", 200)))
         model = MostPop(MostPopConfig(vocab_size=data.vocab.size))
         model.prepare(data)
-        out[key] = {k: v for k, v in data.evaluate(model, "test", 256).items() if k != "seconds"}
+        out[key] = protocol_metrics(data.evaluate(model, "test", 256))
     return out
 
 

@@ -38,7 +38,7 @@ from bert4rec.batches import epoch_batches
 from bert4rec.checkpoint import load_checkpoint, restore, save_checkpoint
 from bert4rec.config import DEFAULT_TRAIN_STEPS, FLAGS, ModelConfig, TrainOptions
 from bert4rec.cpu import describe_machine
-from bert4rec.data.dataset import TrainingData, load_training_data
+from bert4rec.data.dataset import TrainingData, is_session_data, load_training_data, protocol_metrics
 from bert4rec.errors import EnvironmentFailure, UserError
 from bert4rec.fileio import atomic_write_text
 from bert4rec.models import SequentialRecommender, build_model, config_from_dict, load_config
@@ -199,13 +199,13 @@ def validate_options(opts: TrainOptions) -> ModelConfig:
     problem = opts.model_specific_problem(config.MODEL)
     if problem:
         raise UserError(problem)
-    sessions = opts.train_path.name == "train_sessions.txt"  # --split date data
+    sessions = is_session_data(opts.train_path)
     windows = opts.train_path if sessions else opts.train_path.with_name("train_windows.txt")
     required = [("--VOCAB_PATH", opts.vocab_path), ("--TEST_DATA_DIR", opts.test_path),
                 ("--TRAIN_DATA_DIR", windows)]
-    if sessions and opts.masking == "fixed" and config.MODEL == "BERT4Rec":
-        raise UserError("--MASKING fixed reads train.txt, which --split date data does not have; use dynamic")
     if opts.masking == "fixed" and config.MODEL == "BERT4Rec":
+        if sessions:
+            raise UserError("--MASKING fixed reads train.txt, which --split date data does not have; use dynamic")
         required.append(("--TRAIN_DATA_DIR", opts.train_path))
     for flag, path in required:
         if not Path(path).is_file():
@@ -291,7 +291,7 @@ def run_training(opts: TrainOptions, config: ModelConfig, rank: int, world: int,
                      "minutes": round(state.train_seconds / 60, 3)}
             if data.has_validation:
                 metrics = data.evaluate(model, "valid", opts.eval_batch_size)
-                event.update({k: v for k, v in metrics.items() if k != "seconds"}, eval_seconds=metrics["seconds"])
+                event.update(protocol_metrics(metrics), eval_seconds=metrics["seconds"])
                 value = metrics[data.selection[0]][data.selection[1]]
                 if value > state.best_metric:
                     state.best_metric, state.best_step, state.evals_since_best = value, state.step, 0
@@ -320,7 +320,8 @@ def run_training(opts: TrainOptions, config: ModelConfig, rank: int, world: int,
         run_validation()
         return finish(opts, model, data, config, state, log, time.time() - started_wall) if is_main else {}
 
-    if world > 1 and hasattr(batches, "order"):
+    ordered = hasattr(batches, "order")  # batches that run in their own fixed order (session-parallel)
+    if world > 1 and ordered:
         raise UserError(f"{config.MODEL} on this data trains in a fixed order of steps that carry state from one to "
                         "the next: run it in one process (./train.sh -local y)")
     train_model = paddle.DataParallel(model) if world > 1 else model
@@ -335,7 +336,7 @@ def run_training(opts: TrainOptions, config: ModelConfig, rank: int, world: int,
         while state.step < total_steps and not state.finished:
             examples = batches.examples(state.epoch)
             epoch_rng = np.random.default_rng([opts.seed, state.epoch])
-            if hasattr(batches, "order"):  # batches that must run in their own order (session-parallel)
+            if ordered:
                 order = batches.order(examples, epoch_rng)
             else:
                 order = epoch_batches(examples.lengths, opts.batch_size, epoch_rng, bucket=opts.bucket,
@@ -349,7 +350,7 @@ def run_training(opts: TrainOptions, config: ModelConfig, rank: int, world: int,
                 loss_value = train_step(train_model, optimizer, batch, lr)
                 state.step += 1
                 state.batch_in_epoch += 1
-                seen = batch.num_sequences if hasattr(batches, "order") else len(global_batch)  # events of a step
+                seen = batch.num_sequences if ordered else len(global_batch)  # events of a step
                 state.sequences += seen
                 state.train_seconds += time.perf_counter() - step_start
                 window_seqs += seen
@@ -422,9 +423,8 @@ def finish(opts: TrainOptions, model: SequentialRecommender, data: TrainingData,
         "machine": {**describe_machine(), "paddle": paddle.__version__},
     }
     if data.has_validation:
-        results["valid"] = {k: v for k, v in data.evaluate(model, "valid", opts.eval_batch_size).items()
-                            if k != "seconds"}
-    test = {k: v for k, v in data.evaluate(model, "test", opts.eval_batch_size).items() if k != "seconds"}
+        results["valid"] = protocol_metrics(data.evaluate(model, "valid", opts.eval_batch_size))
+    test = protocol_metrics(data.evaluate(model, "test", opts.eval_batch_size))
     results["test"] = test
     log.write({"event": "test", "step": selected, **test, "minutes": round(state.train_seconds / 60, 3)})
     atomic_write_text(opts.checkpoints / "results.json", json.dumps(results, indent=2) + "\n")

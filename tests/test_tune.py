@@ -81,8 +81,8 @@ def test_selection_reads_validation_only():
                                                                       "test": bad_test}))
     study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, intermediate_values={3: 0.7},
                                               user_attrs={"values": {"lr": 3}, "valid": {"NDCG@10": 0.7}}))
-    assert best_trial(study).user_attrs["values"] == {"lr": 2}  # better validation wins, whatever the test says
-    text = hyper_result(study)
+    assert best_trial(study.trials).user_attrs["values"] == {"lr": 2}  # better validation wins, whatever the test says
+    text = hyper_result(study.trials)
     assert text.count("Valid result:") == 3 and text.count("Test result:") == 3  # one block per finished trial
     assert "lr:3\nValid result:\nrecall@10 : nan    mrr@10 : nan    ndcg@10 : 0.7000" in text
     assert text.endswith("Test result:\nrecall@10 : nan    mrr@10 : nan    ndcg@10 : nan    hit@10 : nan    "

@@ -165,10 +165,22 @@ def load_session_data(vocab_path: Path, train_path: Path, max_len: int) -> Sessi
     return SessionDataset(vocab, windows, None, None, train_path, train, parts["valid"], parts["test"])
 
 
+SESSION_TRAIN_FILE = "train_sessions.txt"  # what marks --split date data
+
+
+def is_session_data(train_path: Path) -> bool:
+    return Path(train_path).name == SESSION_TRAIN_FILE
+
+
+def protocol_metrics(evaluation: dict) -> dict:
+    """An ``evaluate`` result without its timing: the metrics of each protocol."""
+    return {k: v for k, v in evaluation.items() if k != "seconds"}
+
+
 def load_training_data(vocab_path: Path, train_path: Path, valid_path: Path | None, test_path: Path,
                        max_len: int) -> TrainingData:
     """Read and cross-check the generated files; every problem is a one-line UserError."""
-    if train_path.name == "train_sessions.txt":
+    if is_session_data(train_path):
         return load_session_data(vocab_path, train_path, max_len)
     vocab = load_vocab(vocab_path)
     windows_path = train_path.with_name("train_windows.txt")

@@ -28,31 +28,29 @@ def recbole_line(metrics: dict) -> str:
     return "    ".join(f"{name} : {metrics.get(ours, float('nan')):.4f}" for name, ours in names)
 
 
-def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
-                  key=lambda t: t.number)
+Trials = list[optuna.trial.FrozenTrial]
+COMPLETE, PRUNED = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
 
 
-def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
-                                                           optuna.trial.TrialState.PRUNED)), key=lambda t: t.number)
+def in_states(trials: Trials, *states: optuna.trial.TrialState) -> Trials:
+    return sorted((t for t in trials if t.state in states), key=lambda t: t.number)
 
 
-def hyper_result(study: optuna.Study) -> str:
+def hyper_result(trials: Trials) -> str:
     """One block per finished trial: the parameter line, ``Valid result:`` and ``Test result:`` (RecBole). A
     pruned trial shows its last validation and no test (nan): it was stopped before testing."""
     blocks = []
-    for t in finished(study):
+    for t in in_states(trials, COMPLETE, PRUNED):
         blocks.append(f"{format_params(t.user_attrs.get('values', t.params))}\nValid result:\n"
                       f"{recbole_line(t.user_attrs.get('valid') or {})}\nTest result:\n"
                       f"{recbole_line(t.user_attrs.get('test') or {})}\n")
     return "\n".join(blocks)
 
 
-def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+def best_trial(trials: Trials) -> optuna.trial.FrozenTrial | None:
     """The best completed trial on validation (ties: the earlier trial). Test metrics are never looked at."""
-    trials = completed(study)
-    return max(trials, key=lambda t: (t.value, -t.number)) if trials else None
+    done = in_states(trials, COMPLETE)
+    return max(done, key=lambda t: (t.value, -t.number)) if done else None
 
 
 def trial_record(t: optuna.trial.FrozenTrial) -> dict:
@@ -66,11 +64,11 @@ def trial_record(t: optuna.trial.FrozenTrial) -> dict:
             "finished": t.datetime_complete.isoformat() if t.datetime_complete else None}
 
 
-def pruning_savings(study: optuna.Study, planned_steps: int) -> dict:
+def pruning_savings(trials: Trials, planned_steps: int) -> dict:
     """Training time pruning saved: for each pruned trial, the steps it did not run at its own pace (seconds per
     step measured while it ran)."""
     saved, pruned = 0.0, 0
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,)):
+    for t in in_states(trials, PRUNED):
         done, seconds = t.user_attrs.get("pruned_at"), t.user_attrs.get("wall_seconds")
         if done and seconds:
             pruned += 1
@@ -78,15 +76,10 @@ def pruning_savings(study: optuna.Study, planned_steps: int) -> dict:
     return {"pruned_trials": pruned, "saved_minutes_estimate": round(saved / 60, 1)}
 
 
-def objective_metric_of(valid: dict | None) -> str:
-    """The selection metric a trial was chosen on, from its validation metrics (studies of older versions)."""
-    return "MRR@20" if valid and "MRR@20" in valid else "FULL NDCG@10"
-
-
-def best_params(study: optuna.Study, command_prefix: list[str]) -> dict | None:
+def best_params(trials: Trials, command_prefix: list[str]) -> dict | None:
     """The best trial as something to train again: its config file and its trainrec.py flags (after the
     search's fixed flags in ``command_prefix``, so they override them)."""
-    t = best_trial(study)
+    t = best_trial(trials)
     if t is None:
         return None
     flags = t.user_attrs.get("flags") or {}
@@ -95,21 +88,19 @@ def best_params(study: optuna.Study, command_prefix: list[str]) -> dict | None:
     for key, value in flags.items():
         args += [FLAGS.get(key, f"--{key.upper()}"), str(value)]
     return {"trial": t.number, "values": t.user_attrs.get("values", t.params), "objective": t.value,
-            "objective_metric": t.user_attrs.get("objective_metric", objective_metric_of(t.user_attrs.get("valid"))),
-            "valid": t.user_attrs.get("valid"),
+            "objective_metric": t.user_attrs.get("objective_metric"), "valid": t.user_attrs.get("valid"),
             "config_path": str(config_path), "config": json.loads(config_path.read_text(encoding="utf-8"))
             if config_path.is_file() else None, "trainrec_flags": args,
             "command": shlex.join([*command_prefix, *args]),
             "note": "chosen on validation only; retrain with the command and test once"}
 
 
-def plot_trials(study: optuna.Study, path: Path) -> None:
-    trials = completed(study)
-    pruned = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
+def plot_trials(trials: Trials, path: Path) -> None:
+    done, pruned = in_states(trials, COMPLETE), in_states(trials, PRUNED)
     fig, ax = subplots(figsize=(8, 4.5))
-    if trials:
-        numbers = [t.number for t in trials]
-        values = [t.value for t in trials]
+    if done:
+        numbers = [t.number for t in done]
+        values = [t.value for t in done]
         ax.plot(numbers, values, "o", label="completed trial")
         ax.step(numbers, np.maximum.accumulate(values), where="post", label="best so far")
     if pruned:
@@ -120,15 +111,16 @@ def plot_trials(study: optuna.Study, path: Path) -> None:
 
 
 def write_outputs(study: optuna.Study, output_file: Path, planned_steps: int, command_prefix: list[str]) -> dict:
-    """Rewrite every output from the whole study; returns the summary printed at the end."""
-    atomic_write_text(output_file, hyper_result(study))
-    best = best_params(study, command_prefix)
+    """Rewrite every output from the whole study (read from its storage once); returns the summary printed at
+    the end."""
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    atomic_write_text(output_file, hyper_result(trials))
+    best = best_params(trials, command_prefix)
     atomic_write_text(output_file.with_name("best_params.json"), json.dumps(best, indent=2) + "\n")
-    trials = [trial_record(t) for t in sorted(study.trials, key=lambda t: t.number)]
-    summary = {"study": study.study_name, "finished": sum(t["state"] in ("COMPLETE", "PRUNED") for t in trials),
-               "completed": sum(t["state"] == "COMPLETE" for t in trials), **pruning_savings(study, planned_steps),
-               "best": best}
-    atomic_write_text(output_file.with_name("trials.json"), json.dumps({"summary": summary, "trials": trials},
+    summary = {"study": study.study_name, "finished": len(in_states(trials, COMPLETE, PRUNED)),
+               "completed": len(in_states(trials, COMPLETE)), **pruning_savings(trials, planned_steps), "best": best}
+    records = [trial_record(t) for t in trials]
+    atomic_write_text(output_file.with_name("trials.json"), json.dumps({"summary": summary, "trials": records},
                                                                        indent=2, default=str) + "\n")
-    plot_trials(study, output_file.with_name("trials.png"))
+    plot_trials(trials, output_file.with_name("trials.png"))
     return summary

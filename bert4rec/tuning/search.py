@@ -30,7 +30,6 @@ from bert4rec.errors import UserError
 from bert4rec.fileio import atomic_write_text
 from bert4rec.tuning.space import Param, checked_overrides, grid, quantize, split_values
 
-ALGOS = ("exhaustive", "random", "bayes")
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
@@ -97,7 +96,7 @@ def space_signature(search: Search) -> str:
                        "algo": search.algo, "model": search.config.MODEL}, sort_keys=True, default=str)
 
 
-def open_study(search: Search, create: bool = True) -> optuna.Study:
+def open_study(search: Search) -> optuna.Study:
     """The study (created on first use, with the grid enqueued for ``exhaustive``); a study of the same name
     with another search space is refused."""
     sampler = {"bayes": optuna.samplers.TPESampler(seed=search.seed)}.get(
@@ -109,7 +108,7 @@ def open_study(search: Search, create: bool = True) -> optuna.Study:
                                 direction="maximize", sampler=sampler, pruner=pruner, load_if_exists=True)
     signature = space_signature(search)
     known = study.user_attrs.get("space")
-    if known is None and create:
+    if known is None:
         study.set_user_attr("space", signature)
         if search.algo == "exhaustive":
             for point in grid(search.params, str(search.params_file)):
@@ -117,22 +116,24 @@ def open_study(search: Search, create: bool = True) -> optuna.Study:
                 study.enqueue_trial(encoded, user_attrs={"grid_point": encoded}, skip_if_exists=True)
         elif search.baseline_first:
             study.enqueue_trial(encode(search.params, search.baseline()), user_attrs={"baseline": True})
-        study.set_user_attr("grid_enqueued", True)
     elif known is not None and known != signature:
         raise UserError(f"--study_name {search.study_name}: that study in {search.storage} searches another space "
                         "(other parameters, ranges, algorithm or model); choose another --study_name")
     return study
 
 
+def stored(value: Any) -> Any:
+    """A value as Optuna and trials.json store it: scalars as they are, lists and the like as their repr."""
+    return value if isinstance(value, bool | int | float | str | None) else repr(value)
+
+
 def encode(params: list[Param], values: dict[str, Any]) -> dict[str, Any]:
-    """Values as Optuna stores them: lists and other non-scalar choices as their repr."""
-    return {p.name: values[p.name] if isinstance(values[p.name], bool | int | float | str | None)
-            else repr(values[p.name]) for p in params}
+    return {p.name: stored(values[p.name]) for p in params}
 
 
 def suggest(trial: optuna.Trial, p: Param) -> Any:
     if p.kind == "choice":
-        encoded = {repr(c) if not isinstance(c, bool | int | float | str | None) else c: c for c in p.choices}
+        encoded = {stored(c): c for c in p.choices}
         return encoded[trial.suggest_categorical(p.name, list(encoded))]
     if p.kind == "uniform":
         return trial.suggest_float(p.name, p.low, p.high)
@@ -157,11 +158,16 @@ def recover_dead_trials(study: optuna.Study, search: Search) -> int:
             study.tell(t.number, state=optuna.trial.TrialState.FAIL)
         except (RuntimeError, ValueError):  # another process of this machine recovered it first
             continue
-        point = t.user_attrs.get("grid_point")
-        if search.algo == "exhaustive" and point:
-            study.enqueue_trial(point, user_attrs={"grid_point": point, "retry_of": t.number})
+        requeue(study, t)
         recovered += 1
     return recovered
+
+
+def requeue(study: optuna.Study, trial: optuna.trial.BaseTrial) -> None:
+    """A grid point whose trial did not finish goes back in the queue (other samplers just draw again)."""
+    point = trial.user_attrs.get("grid_point")
+    if point:
+        study.enqueue_trial(point, user_attrs={"grid_point": point, "retry_of": trial.number})
 
 
 def _alive(pid: int) -> bool:
@@ -184,8 +190,7 @@ def run_trial(trial: optuna.Trial, search: Search) -> float:
 
     values = {p.name: suggest(trial, p) for p in search.params}
     config_values, train_values = split_values(search.params, values, search.config, search.options)
-    trial.set_user_attr("values", {k: v if isinstance(v, bool | int | float | str) else repr(v)
-                                   for k, v in values.items()})
+    trial.set_user_attr("values", {k: stored(v) for k, v in values.items()})
     config = checked_overrides(search.config, config_values, f"trial {trial.number} ({values})")
     config_path = search.options.checkpoints / "configs" / f"trial_{trial.number:04d}.json"
     config_path.parent.mkdir(parents=True, exist_ok=True)
@@ -219,13 +224,11 @@ def run_trial(trial: optuna.Trial, search: Search) -> float:
     return float(results["valid"][protocol][metric])
 
 
-def work(search: Search, on_trial=None, recover: bool = True) -> int:
+def work(search: Search, on_trial=None) -> int:
     """Run trials of the study until it has ``max_evals`` finished ones (or the grid is done); returns how many
-    this worker ran. Every worker (process or machine) runs this loop against the shared storage; ``recover``:
-    first fail and requeue the trials of dead processes of this machine (the parent does it for its workers)."""
+    this worker ran. Every worker (process or machine) runs this loop against the shared storage; the trials of
+    dead processes are recovered by ``tune.py`` before any worker starts."""
     study = open_study(search)
-    if recover:
-        recover_dead_trials(study, search)
     ran = 0
     while finished_count(study) < search.max_evals:
         if search.algo == "exhaustive" and not study.get_trials(deepcopy=False,
@@ -242,9 +245,7 @@ def work(search: Search, on_trial=None, recover: bool = True) -> int:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         except KeyboardInterrupt:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            point = trial.user_attrs.get("grid_point")
-            if point:
-                study.enqueue_trial(point, user_attrs={"grid_point": point, "retry_of": trial.number})
+            requeue(study, trial)
             raise
         except UserError as err:  # a combination the model refuses (e.g. heads not dividing the hidden size)
             trial.set_user_attr("error", str(err))

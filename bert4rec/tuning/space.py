@@ -43,9 +43,6 @@ class Param:
     q: float = 1.0
     line: int = 0
 
-    def grid_values(self) -> list[Any]:
-        return list(self.choices)
-
 
 def train_option_names() -> dict[str, str]:
     """Every spelling of a tunable training flag -> its TrainOptions field."""
@@ -143,7 +140,7 @@ def grid(params: list[Param], where: str) -> list[dict[str, Any]]:
         if p.kind != "choice":
             raise UserError(f"{where}:{p.line}: --algo exhaustive accepts only choice, not {p.kind} ({p.name})")
     return [dict(zip([p.name for p in params], combo, strict=True))
-            for combo in itertools.product(*(p.grid_values() for p in params))]
+            for combo in itertools.product(*(p.choices for p in params))]
 
 
 def quantize(value: float, q: float) -> float:
@@ -175,10 +172,6 @@ def split_values(params: list[Param], values: dict[str, Any], config: ModelConfi
 def format_params(values: dict[str, Any]) -> str:
     """RecBole's parameter line: ``name:value, name:value``."""
     return ", ".join(f"{k}:{v}" for k, v in values.items())
-
-
-def describe(params: list[Param]) -> str:
-    return "; ".join(f"{p.name} {p.kind}" for p in params)
 
 
 def checked_overrides(config: ModelConfig, config_values: dict[str, Any], source: str) -> ModelConfig:
