@@ -23,6 +23,7 @@ from bert4rec.data import (  # noqa: E402
     DOWNLOAD_URL_ENV,
     FORMATS,
     HOLDOUTS,
+    SPLITS,
     GenerateOptions,
     generate_dataset,
 )
@@ -78,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = p.add_argument_group("filtering and split")
     sp.add_argument("--min_item_count", type=int, default=d.min_item_count, help="drop rarer items")
-    sp.add_argument("--split", default=d.split, choices=("loo", "date"),
+    sp.add_argument("--split", default=d.split, choices=SPLITS,
                     help="loo: leave-one-out (--holdout applies; every model); date: the session protocol "
                     "(GRU4Rec): the last --test_days in test, the --valid_days before in validation")
     sp.add_argument("--test_days", type=float, default=d.test_days, help="--split date: days of the test part")

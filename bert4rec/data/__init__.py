@@ -22,7 +22,7 @@ from bert4rec.data.files import (
     load_vocab,
     load_windows,
 )
-from bert4rec.data.generate import GenerateOptions, generate_dataset
+from bert4rec.data.generate import SPLITS, GenerateOptions, generate_dataset
 from bert4rec.data.outdir import check_output_dir
 from bert4rec.data.raw import DEFAULT_DOWNLOAD_URL, DOWNLOAD_URL_ENV, FORMATS, detect_format, download_file
 from bert4rec.data.split import HOLDOUTS, build_sequences, sample_popular_negatives
@@ -33,6 +33,7 @@ __all__ = [
     "DOWNLOAD_URL_ENV",
     "FORMATS",
     "HOLDOUTS",
+    "SPLITS",
     "EvalSet",
     "GenerateOptions",
     "TrainInstances",

@@ -17,7 +17,7 @@ import math
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -196,35 +196,45 @@ SESSION_FILES = ("vocab.txt", "item_counts.txt", "train_sessions.txt", "valid_se
                  "stats.json")
 
 
-def session_stats(opts: GenerateOptions, raw: RawInput, fingerprint: str, num_duplicates: int,
-                  sessions: SessionData, out_dir: Path) -> dict:
-    return {"dataset": opts.data_name, "split": "date", "num_items": int(len(sessions.item_original)),
-            "vocab_size": int(len(sessions.item_original)) + 1 + len(SPECIAL_TOKENS),
-            **sessions.stats, "duplicate_interactions": num_duplicates, "format": raw.format,
-            "input_file": str(Path(raw.path).resolve()), "input_member": raw.member, "input_sha256": fingerprint,
-            "generator_version": GENERATOR_VERSION, "generation_options": opts.generation_options(),
+def provenance(opts: GenerateOptions, raw: RawInput, fingerprint: str, out_dir: Path,
+               files: Sequence[str]) -> dict:
+    """What ``stats.json`` records of where an output came from: ``is_up_to_date`` and the output-folder rules
+    (``bert4rec.data.outdir``) read it back."""
+    return {"format": raw.format, "input_file": str(Path(raw.path).resolve()), "input_member": raw.member,
+            "input_sha256": fingerprint, "generator_version": GENERATOR_VERSION,
+            "generation_options": opts.generation_options(),
             "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
-            "output_dir": str(out_dir.resolve()), "files": list(SESSION_FILES)}
+            "output_dir": str(out_dir.resolve()), "files": list(files)}
 
 
-def write_session_dataset(out_dir: Path, raw_path: Path, sessions: SessionData, stats: dict,
-                          timings: dict, t_start: float) -> None:
-    """Write the session files atomically (the same folder rules as the leave-one-out output)."""
-    check_output_dir(out_dir, [raw_path])
-    n = len(sessions.item_original)
+def write_output(out_dir: Path, raw_path: Path, stats: dict, timings: dict, t_start: float,
+                 write_files: Callable[[Path], None]) -> None:
+    """Write a dataset atomically: ``write_files(tmp)`` writes its files, then ``stats.json``; the folder replaces
+    ``out_dir`` only when everything was written (disk full, read-only...: one line, nothing replaced)."""
+    check_output_dir(out_dir, [raw_path])  # again: the folder may have changed while we worked
     try:
         with atomic_dir(out_dir) as tmp:
-            write_vocab(tmp / "vocab.txt", sessions.item_original)
-            write_rows(tmp / "item_counts.txt",
-                       [(np.arange(1, n + 1, dtype=np.int64), None), (sessions.counts[1:], None)])
-            for name, (ids, items, offsets) in sessions.parts.items():
-                write_rows(tmp / f"{name}_sessions.txt", [(ids, None), (items, offsets)])
+            write_files(tmp)
             timings["total"] = round(time.perf_counter() - t_start, 3)
             stats["timings_seconds"] = timings
             (tmp / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
-            tmp.chmod(0o777 & ~current_umask())
+            tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it 0700; give it the usual permissions
     except OSError as err:
         raise os_failure(err, out_dir) from None
+    stats["up_to_date"] = False
+
+
+def write_item_counts(path: Path, counts: np.ndarray) -> None:
+    """``item_counts.txt``: item id and its training count, for items 1..N (``counts`` indexed by item id)."""
+    n = len(counts) - 1
+    write_rows(path, [(np.arange(1, n + 1, dtype=np.int64), None), (counts[1:], None)])
+
+
+def write_sessions(tmp: Path, sessions: SessionData) -> None:
+    write_vocab(tmp / "vocab.txt", sessions.item_original)
+    write_item_counts(tmp / "item_counts.txt", sessions.counts)
+    for name, (ids, items, offsets) in sessions.parts.items():
+        write_rows(tmp / f"{name}_sessions.txt", [(ids, None), (items, offsets)])
 
 
 def original_ids_and_metadata(opts: GenerateOptions, raw: RawInput, seq: SequenceData, log: Callable
@@ -320,9 +330,11 @@ def generate_dataset(
     if opts.split == "date":
         sessions = build_sessions(inter, raw.format, opts.test_days, opts.valid_days, opts.min_session_len,
                                   opts.min_item_count)
-        stats = session_stats(opts, raw, fingerprint, num_duplicates, sessions, out_dir)
-        write_session_dataset(out_dir, raw_path, sessions, stats, timings, t_start)
-        stats["up_to_date"] = False
+        stats = {"dataset": opts.data_name, "split": "date", "num_items": int(len(sessions.item_original)),
+                 "vocab_size": int(len(sessions.item_original)) + 1 + len(SPECIAL_TOKENS), **sessions.stats,
+                 "duplicate_interactions": num_duplicates,
+                 **provenance(opts, raw, fingerprint, out_dir, SESSION_FILES)}
+        write_output(out_dir, raw_path, stats, timings, t_start, lambda tmp: write_sessions(tmp, sessions))
         return stats
     seq = build_sequences(inter, opts.min_item_count, min_user_length(opts.holdout))
     del inter
@@ -402,62 +414,44 @@ def generate_dataset(
             "train_windows": length_stats(np.diff(win_offsets)),
         },
         "masked_per_instance": length_stats(instances.num_masked),
-        "format": raw.format,
-        "input_file": str(Path(raw.path).resolve()),
-        "input_member": raw.member,
-        "input_sha256": fingerprint,
+        **provenance(opts, raw, fingerprint, out_dir, expected_files(opts.holdout, feature_lines is not None)),
         "input_file_sha256": sha256_file(raw.path) if raw.path.is_file() and raw.member else fingerprint,
-        "generator_version": GENERATOR_VERSION,
-        "generation_options": opts.generation_options(),
-        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
-        "output_dir": str(out_dir.resolve()),
-        "files": list(expected_files(opts.holdout, feature_lines is not None)),
         "ids_and_metadata": id_info,
         "sliding_step": step,
         "numpy_version": np.__version__,
         "python_version": sys.version.split()[0],
     }
 
-    check_output_dir(out_dir, [raw_path])  # again: the folder may have changed while we worked
-    try:
-        with atomic_dir(out_dir) as tmp:
-            write_vocab(tmp / "vocab.txt", item_original)
-            if feature_lines is not None:
-                (tmp / "item_features.txt").write_text("\n".join(feature_lines) + "\n", encoding="utf-8")
-            users_table = np.stack([user_ids.astype(np.int64), user_original], axis=1)
-            write_rows(tmp / "users.txt", [(users_table[:, 0], None), (users_table[:, 1], None)])
+    def write_files(tmp: Path) -> None:
+        write_vocab(tmp / "vocab.txt", item_original)
+        if feature_lines is not None:
+            (tmp / "item_features.txt").write_text("\n".join(feature_lines) + "\n", encoding="utf-8")
+        originals = np.asarray(user_original, dtype=np.int64)
+        write_rows(tmp / "users.txt", [(user_ids.astype(np.int64), None), (originals, None)])
+        write_item_counts(tmp / "item_counts.txt", seq.counts)
+        with _tqdm(progress, total=len(instances), desc="writing train.txt", unit="inst") as bar:
             write_rows(
-                tmp / "item_counts.txt",
-                [(np.arange(1, num_items + 1, dtype=np.int64), None), (seq.counts[1:], None)],
+                tmp / "train.txt",
+                [
+                    (instances.users, None),
+                    (instances.tokens, instances.token_offsets),
+                    (instances.positions, instances.mask_offsets),
+                    (instances.labels, instances.mask_offsets),
+                ],
+                progress=bar.update,
             )
-            with _tqdm(progress, total=len(instances), desc="writing train.txt", unit="inst") as bar:
-                write_rows(
-                    tmp / "train.txt",
-                    [
-                        (instances.users, None),
-                        (instances.tokens, instances.token_offsets),
-                        (instances.positions, instances.mask_offsets),
-                        (instances.labels, instances.mask_offsets),
-                    ],
-                    progress=bar.update,
-                )
-            write_rows(tmp / "train_windows.txt", [(win_users, None), (win_items, win_offsets)])
-            for name, (hist, hist_off, targets, negatives) in eval_sets.items():
-                write_rows(
-                    tmp / f"{name}.txt",
-                    [
-                        (user_ids, None),
-                        (hist, hist_off),
-                        (targets, None),
-                        (negatives.ravel(), np.arange(0, negatives.size + 1, negatives.shape[1])),
-                    ],
-                )
-            lap("write", t)
-            timings["total"] = round(time.perf_counter() - t_start, 3)
-            stats["timings_seconds"] = timings
-            (tmp / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
-            tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it 0700; give it the usual permissions
-    except OSError as err:  # disk full, read-only filesystem...: nothing was replaced
-        raise os_failure(err, out_dir) from None
-    stats["up_to_date"] = False
+        write_rows(tmp / "train_windows.txt", [(win_users, None), (win_items, win_offsets)])
+        for name, (hist, hist_off, targets, negatives) in eval_sets.items():
+            write_rows(
+                tmp / f"{name}.txt",
+                [
+                    (user_ids, None),
+                    (hist, hist_off),
+                    (targets, None),
+                    (negatives.ravel(), np.arange(0, negatives.size + 1, negatives.shape[1])),
+                ],
+            )
+        lap("write", t)
+
+    write_output(out_dir, raw_path, stats, timings, t_start, write_files)
     return stats
