@@ -108,12 +108,14 @@ def build_sessions(inter: Interactions, fmt: str, test_days: float, valid_days: 
     if len(train) == 0:
         raise UserError(f"--split date: no training session of >= {min_session_len} events survives the cleansing "
                         f"(items with >= {min_item_count} events); lower --min_item_count or the date windows")
-    uniq, first = np.unique(train.items, return_index=True)
-    item_original = uniq[np.argsort(first, kind="stable")]
-    index = {int(o): i + 1 for i, o in enumerate(item_original.tolist())}
+    uniq, first = np.unique(train.items, return_index=True)  # the training items, sorted by original id
+    by_first_use = np.argsort(first, kind="stable")
+    item_original = uniq[by_first_use]  # ids 1..N in order of first appearance
+    new_id = np.empty(len(uniq), dtype=np.int32)
+    new_id[by_first_use] = np.arange(1, len(uniq) + 1, dtype=np.int32)  # uniq[j] -> its id
     cleaned = {"train": train}
     for name in ("valid", "test"):
-        known = np.array([int(i) in index for i in parts[name].items.tolist()], dtype=bool)
+        known = np.isin(parts[name].items, uniq)
         cleaned[name], _ = cleanse(parts[name].subset(known), min_session_len, 1)
         if len(cleaned[name]) == 0:
             days = test_days if name == "test" else valid_days
@@ -121,8 +123,8 @@ def build_sessions(inter: Interactions, fmt: str, test_days: float, valid_days: 
                             f"items ends in its {days:g} days); widen --{name}_days or use --split loo")
     out = {}
     for name, e in cleaned.items():
-        sessions, starts, lengths = np.unique(e.sessions, return_index=True, return_counts=True)
-        items = np.array([index[int(i)] for i in e.items.tolist()], dtype=np.int32)
+        sessions, lengths = np.unique(e.sessions, return_counts=True)
+        items = new_id[np.searchsorted(uniq, e.items)]
         out[name] = (sessions, items, offsets_from_lengths(lengths))
     counts = np.bincount(out["train"][1], minlength=len(item_original) + 1).astype(np.int64)
     stats = {"parts": {name: _describe(e) for name, e in cleaned.items()}, "parts_before_cleansing": raw,
