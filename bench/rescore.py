@@ -26,19 +26,15 @@ def main() -> int:
     from bert4rec.cpu import import_paddle
 
     import_paddle()
-    from bert4rec.data.dataset import load_training_data
+    from bert4rec.data.dataset import protocol_metrics
     from bert4rec.trained import load_run
 
     run = load_run(args.run, args.data_dir)
-    options = run.results["options"]
-    names = [Path(options[k]).name for k in ("train_path", "valid_path", "test_path") if options.get(k)]
-    paths = [run.data_dir / n for n in names]
-    data = load_training_data(run.data_dir / "vocab.txt", paths[0], paths[1] if len(paths) == 3 else None,
-                              paths[-1], int(options.get("max_len", 200)))
+    data = run.training_data()
     worst = 0.0
     for split in ("valid", "test") if data.has_validation else ("test",):
         recorded = run.results[split]
-        metrics = {k: v for k, v in data.evaluate(run.model, split, 256).items() if k != "seconds"}
+        metrics = protocol_metrics(data.evaluate(run.model, split, 256))
         for protocol, values in metrics.items():
             for name, value in values.items():
                 if name in recorded.get(protocol, {}):

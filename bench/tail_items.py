@@ -34,17 +34,13 @@ def main() -> int:
     from bert4rec.cpu import import_paddle
 
     import_paddle()
-    from bert4rec.data.dataset import load_training_data
     from bert4rec.evaluate import rank_targets
     from bert4rec.metrics import metrics_from_ranks
     from bert4rec.trained import load_run
 
     for path in args.runs:
         run = load_run(path, args.data_dir)
-        options = run.results["options"]
-        data = load_training_data(run.data_dir / "vocab.txt", run.data_dir / Path(options["train_path"]).name,
-                                  run.data_dir / "valid.txt" if (run.data_dir / "valid.txt").is_file() else None,
-                                  run.data_dir / "test.txt", int(options.get("max_len", 200)))
+        data = run.training_data()
         counts = data.training_item_counts()[1:]
         tail = np.zeros(len(counts) + 1, dtype=bool)
         tail[np.lexsort((np.arange(len(counts)), counts))[: int(round(args.share * len(counts)))] + 1] = True

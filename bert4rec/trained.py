@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from bert4rec.checkpoint import load_checkpoint, restore
+from bert4rec.data.dataset import TrainingData, load_training_data
 from bert4rec.data.files import EvalSet, Vocab, load_eval_set, load_vocab
 from bert4rec.errors import UserError
 from bert4rec.models import SequentialRecommender, build_model, config_from_dict
@@ -46,6 +47,16 @@ class TrainedRun:
     def test_set(self) -> EvalSet:
         """Every user's whole known sequence: the test histories (which end with the validation target)."""
         return load_eval_set(self.data_dir / "test.txt")
+
+    def training_data(self) -> TrainingData:
+        """The run's generated files as it used them (the file names of its options, in ``data_dir``)."""
+        options = self.results["options"]
+
+        def path(key: str) -> Path | None:
+            return self.data_dir / Path(options[key]).name if options.get(key) else None
+
+        return load_training_data(self.data_dir / "vocab.txt", path("train_path"), path("valid_path"),
+                                  path("test_path"), int(options.get("max_len", 200)))
 
     def catalogue(self) -> Catalogue:
         return read_catalogue(self.data_dir, self.vocab)
