@@ -24,11 +24,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 import paddle
+import paddle.nn.functional as F
 from paddle import nn
 
 from bert4rec.batches import pad_rows
 from bert4rec.config import ModelConfig
 from bert4rec.data.files import items_in_vocab
+from bert4rec.errors import UserError
+from bert4rec.fused_ops import bias_softmax_cross_entropy, kernels_available
 
 if TYPE_CHECKING:
     from bert4rec.config import TrainOptions
@@ -68,6 +71,21 @@ def last_positions(history: paddle.Tensor, offset: int) -> tuple[paddle.Tensor, 
     return lengths, rows * width + paddle.maximum(lengths + offset, paddle.zeros_like(lengths))
 
 
+def full_softmax_cross_entropy(h: paddle.Tensor, items: paddle.Tensor, targets: paddle.Tensor,
+                               bias: paddle.Tensor | None = None, fused: bool = False) -> paddle.Tensor:
+    """Mean softmax cross-entropy of outputs ``h`` [M, H] over every row of ``items`` [N, H] (plus ``bias`` [N]);
+    ``targets`` [M] are 0-based rows. ``fused``: the fused softmax cross-entropy kernel, after an explicit [H, N]
+    transpose (a small copy that makes the backward faster than transpose_y=True)."""
+    if fused:
+        logits = paddle.matmul(h, paddle.transpose(items, [1, 0]))
+        bias = bias if bias is not None else paddle.zeros([items.shape[0]], dtype=logits.dtype)
+        return bias_softmax_cross_entropy(logits, bias, targets).mean()
+    logits = paddle.matmul(h, items, transpose_y=True)
+    if bias is not None:
+        logits = logits + bias
+    return F.cross_entropy(logits, targets.unsqueeze(-1)).mean()
+
+
 class SequentialRecommender(nn.Layer):
     """Base class of every model: holds the config and defines the contract (see the module docstring)."""
 
@@ -79,6 +97,16 @@ class SequentialRecommender(nn.Layer):
         self.config = config
         self.kernels = kernels
         self.max_len = int(getattr(config, "max_position_embeddings", 200))  # the run's --MAX_LEN (trainer)
+
+    def uses_kernels(self) -> bool:
+        """Whether this model currently runs the fused CPU kernels (else plain Paddle ops)."""
+        if self.kernels == "plain":
+            return False
+        available = kernels_available()
+        if self.kernels == "fused" and not available:
+            raise UserError("--KERNELS fused: the fused CPU kernels are unavailable here (BERT4REC_FUSED=0, not on "
+                            "CPU, or no C++ compiler); use --KERNELS auto or plain")
+        return available
 
     @property
     def num_items(self) -> int:

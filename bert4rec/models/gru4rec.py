@@ -35,9 +35,13 @@ from bert4rec.batches import pad_rows
 from bert4rec.config import ModelConfig, TrainOptions
 from bert4rec.data.dataset import TrainingData
 from bert4rec.data.files import Windows
-from bert4rec.fused_ops import bias_softmax_cross_entropy, kernels_available
 from bert4rec.instances import offsets_from_lengths, ragged_gather
-from bert4rec.models.base import SequentialRecommender, last_positions, truncated_normal
+from bert4rec.models.base import (
+    SequentialRecommender,
+    full_softmax_cross_entropy,
+    last_positions,
+    truncated_normal,
+)
 from bert4rec.models.sasrec import NextItemBatch, collate_next_items
 
 LOSSES = ("ce", "cross-entropy", "bpr-max")
@@ -251,12 +255,9 @@ class GRU4Rec(SequentialRecommender):
                 in_batch: bool) -> paddle.Tensor:
         """The configured loss for outputs ``h`` [M, H] and their ``targets`` [M]."""
         if self.config.loss == "ce":
-            items = self.item_embeddings.weight[1: self.num_items + 1]
-            if self.kernels != "plain" and kernels_available():
-                logits = paddle.matmul(h, paddle.transpose(items, [1, 0]))
-                return bias_softmax_cross_entropy(logits, self.output_bias[1: self.num_items + 1], targets - 1).mean()
-            logits = paddle.matmul(h, items, transpose_y=True) + self.output_bias[1: self.num_items + 1]
-            return F.cross_entropy(logits, (targets - 1).unsqueeze(-1)).mean()
+            n = self.num_items + 1
+            return full_softmax_cross_entropy(h, self.item_embeddings.weight[1:n], targets - 1,
+                                              bias=self.output_bias[1:n], fused=self.uses_kernels())
         parts = [targets] if in_batch else []
         if negatives is not None:
             parts.append(paddle.to_tensor(negatives))

@@ -33,9 +33,8 @@ from bert4rec.config import TrainOptions
 from bert4rec.data.dataset import TrainingData
 from bert4rec.data.files import Windows
 from bert4rec.errors import UserError
-from bert4rec.fused_ops import bias_softmax_cross_entropy
 from bert4rec.instances import offsets_from_lengths, ragged_gather
-from bert4rec.models.base import last_positions
+from bert4rec.models.base import full_softmax_cross_entropy, last_positions
 from bert4rec.models.transformer import TransformerConfig, TransformerRecommender
 
 LOSSES = ("ce", "bce", "bpr", "sampled_ce")
@@ -184,14 +183,7 @@ class SASRec(TransformerRecommender):
 
     def _full_cross_entropy(self, h: paddle.Tensor, targets: paddle.Tensor) -> paddle.Tensor:
         """Mean softmax cross-entropy over all N items (``targets`` 0-based)."""
-        items = self.item_table()[1:]
-        if not self.uses_kernels():
-            logits = paddle.matmul(h, items, transpose_y=True)
-            return F.cross_entropy(logits, targets.unsqueeze(-1)).mean()
-        # An explicit [H, N] transpose (a small copy) makes the backward faster than transpose_y=True.
-        logits = paddle.matmul(h, paddle.transpose(items, [1, 0]))
-        zero_bias = paddle.zeros([self.num_items], dtype=logits.dtype)
-        return bias_softmax_cross_entropy(logits, zero_bias, targets).mean()
+        return full_softmax_cross_entropy(h, self.item_table()[1:], targets, fused=self.uses_kernels())
 
     def score_histories(self, history: paddle.Tensor) -> paddle.Tensor:
         """Scores for the next item: the output at each history's last item against every item embedding."""

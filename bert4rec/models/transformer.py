@@ -27,7 +27,6 @@ from bert4rec.fused_ops import (
     bias_dropout_residual_layernorm,
     embedding_layernorm_dropout,
     fused_attention,
-    kernels_available,
 )
 from bert4rec.models.base import SequentialRecommender, truncated_normal
 
@@ -201,16 +200,6 @@ class TransformerRecommender(SequentialRecommender):
         self.embedding_norm = nn.LayerNorm(hidden, epsilon=config.layer_norm_eps)
         self.embedding_dropout = nn.Dropout(config.hidden_dropout_prob)
         self.encoder = TransformerEncoder(config, self.weight_attr)
-
-    def uses_kernels(self) -> bool:
-        """Whether this model currently runs the fused CPU kernels (else plain Paddle ops)."""
-        if self.kernels == "plain":
-            return False
-        available = kernels_available()
-        if self.kernels == "fused" and not available:
-            raise UserError("--KERNELS fused: the fused CPU kernels are unavailable here (BERT4REC_FUSED=0, not on "
-                            "CPU, or no C++ compiler); use --KERNELS auto or plain")
-        return available
 
     def describe(self) -> str:
         c = self.config
