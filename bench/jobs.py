@@ -158,21 +158,19 @@ def job_train_naive(config_path: Path, spec: dict, ctx: dict, sample: dict) -> d
     return timed_loop(batches, spec["warmup"], step)
 
 
-def session_schedule(sample: dict, slots: int):
-    """The sample's windows as sessions, fed ``slots`` at a time (GRU4Rec's session-parallel training)."""
+def sample_sessions(sample: dict):
+    """The sample's windows as sessions, and the order both GRU4Rec jobs feed them in."""
     from bert4rec.data.files import Windows
-    from bert4rec.models.gru4rec import session_parallel_schedule
 
     sessions = Windows(np.zeros(len(sample["offsets"]) - 1, dtype=np.int32), sample["items"], sample["offsets"])
-    order = np.random.default_rng([SEED, 5]).permutation(len(sessions))
-    return sessions, session_parallel_schedule(sessions, order, slots)
+    return sessions, np.random.default_rng([SEED, 5]).permutation(len(sessions))
 
 
 def job_train_ours_gru(config_path: Path, spec: dict, ctx: dict, sample: dict) -> dict:
     import paddle
 
     from bert4rec.models import build_model
-    from bert4rec.models.gru4rec import SessionStep
+    from bert4rec.models.gru4rec import SessionStep, session_parallel_schedule
     from bert4rec.train import learning_rate, make_optimizer, train_step
 
     paddle.seed(SEED)
@@ -180,7 +178,7 @@ def job_train_ours_gru(config_path: Path, spec: dict, ctx: dict, sample: dict) -
     model.train()
     opts = bench_options(config_path, ctx, spec["batch"])
     optimizer = make_optimizer(model, opts)
-    _, schedule = session_schedule(sample, spec["batch"])
+    schedule = session_parallel_schedule(*sample_sessions(sample), spec["batch"])
     steps = list(range(spec["warmup"] + spec["steps"]))
 
     def step(i, s):
@@ -203,9 +201,7 @@ def job_train_naive_gru(config_path: Path, spec: dict, ctx: dict, sample: dict) 
     model = NaiveGRU4Rec(cfg, vocab)
     model.train()
     optimizer = naive_optimizer(model)
-    sessions, _ = session_schedule(sample, spec["batch"])
-    feeder = model.session_feeder(sessions, np.random.default_rng([SEED, 5]).permutation(len(sessions)),
-                                  spec["batch"])
+    feeder = model.session_feeder(*sample_sessions(sample), spec["batch"])
     steps = list(range(spec["warmup"] + spec["steps"]))
 
     def step(i, _):
