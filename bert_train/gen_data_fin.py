@@ -54,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
         "a ratings.dat / u.data / ratings.csv file, or a 'user item' sequence file. Default: "
         "data/raw/<data_name>(.zip), downloaded from GroupLens when missing",
     )
-    io.add_argument("--data_name", default=d.data_name, help="dataset name: output folder and download")
+    io.add_argument("--data_name", default=None,
+                    help="dataset name: output folder and download (default: a table's file name, e.g. mylog for "
+                    "mylog.csv; else ml-1m)")
     io.add_argument("--format", default=d.format, choices=FORMATS, help="input format (auto: from content)")
     io.add_argument("--output_dir", type=Path, default=None, help="output folder (default data/<data_name>)")
     io.add_argument("--raw_dir", type=Path, default=None, help="download cache (default data/raw)")
@@ -77,8 +79,24 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--force", action="store_true", help="regenerate even if the output is up to date")
     io.add_argument("--no_progress", action="store_true", help="no progress bars")
 
+    tb = p.add_argument_group("tables (CSV / TSV / Parquet / RecBole): columns detected from the usual names")
+    tb.add_argument("--sep", default=None, help="CSV / TSV separator (default: sniffed from the header line)")
+    tb.add_argument("--user_col", default=None, help="user id column (default: user_id, userId or user)")
+    tb.add_argument("--item_col", default=None, help="item id column (default: item_id, itemId, movieId or item)")
+    tb.add_argument("--time_col", default=None,
+                    help="time column: epoch s / ms or ISO-8601 (default: timestamp, time, ts or datetime; "
+                    "none found: file order)")
+    tb.add_argument("--rating_col", default=None, help="rating column (default: rating, if present)")
+
     sp = p.add_argument_group("filtering and split")
-    sp.add_argument("--min_item_count", type=int, default=d.min_item_count, help="drop rarer items")
+    sp.add_argument("--min_rating", type=float, default=None,
+                    help="keep interactions rated at least this (implicit feedback from explicit ratings)")
+    sp.add_argument("--min_item_count", type=int, default=d.min_item_count,
+                    help="k-core: drop items with fewer interactions (repeated with --min_user_len until nothing "
+                    "changes)")
+    sp.add_argument("--min_user_len", type=int, default=None,
+                    help="k-core: drop users with fewer interactions (default and minimum: what the split needs, "
+                    "3 for --holdout valid_test, 2 for test)")
     sp.add_argument("--split", default=d.split, choices=SPLITS,
                     help="loo: leave-one-out (--holdout applies; every model); date: the session protocol "
                     "(GRU4Rec): the last --test_days in test, the --valid_days before in validation")
@@ -143,6 +161,13 @@ def main(argv: list[str] | None = None) -> int:
         eval_seed=args.eval_seed,
         num_negatives=args.num_negatives,
         drop_duplicates=args.drop_duplicates,
+        min_rating=args.min_rating,
+        min_user_len=args.min_user_len,
+        sep=args.sep.encode().decode("unicode_escape") if args.sep else None,
+        user_col=args.user_col,
+        item_col=args.item_col,
+        time_col=args.time_col,
+        rating_col=args.rating_col,
         split=args.split,
         test_days=args.test_days,
         valid_days=args.valid_days,

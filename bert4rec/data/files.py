@@ -204,6 +204,12 @@ def write_rows(
             start = stop
 
 
+def write_users(path: Path, user_original: np.ndarray) -> None:
+    """``users.txt``: ``user_id<TAB>original_id`` for users 1..U (original ids may be strings)."""
+    lines = [f"{u}\t{orig}\n" for u, orig in enumerate(np.asarray(user_original).tolist(), start=1)]
+    Path(path).write_text("".join(lines), encoding="utf-8")
+
+
 def write_vocab(path: Path, item_original: np.ndarray) -> None:
     """``vocab.txt``: ``token_id<TAB>token<TAB>original_id`` (see module docstring)."""
     n = len(item_original)

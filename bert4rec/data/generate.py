@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from bert4rec.data.files import SPECIAL_TOKENS, write_rows, write_vocab
+from bert4rec.data.files import SPECIAL_TOKENS, write_rows, write_users, write_vocab
+from bert4rec.data.filters import counts, describe, record, row_filters
 from bert4rec.data.items import (
     apply_id_map,
     find_item_meta,
@@ -32,148 +31,23 @@ from bert4rec.data.items import (
     parse_item_meta,
     read_id_map,
 )
+from bert4rec.data.options import GenerateOptions, sha256_file
 from bert4rec.data.outdir import check_output_dir
-from bert4rec.data.raw import FORMATS, RawInput, parse_interactions, read_raw, resolve_raw_path
+from bert4rec.data.raw import RawInput, parse_interactions, read_raw, resolve_raw_path
 from bert4rec.data.sessions import SessionData, build_sessions
 from bert4rec.data.split import (
-    HOLDOUTS,
     SequenceData,
     build_sequences,
-    duplicate_interactions,
     min_user_length,
     sample_popular_negatives,
     split_leave_one_out,
 )
+from bert4rec.data.tables import TABLE_FORMATS
 from bert4rec.errors import UserError, os_failure
-from bert4rec.fileio import atomic_dir, current_umask, file_digest, read_bytes
+from bert4rec.fileio import atomic_dir, current_umask, read_bytes
 from bert4rec.instances import generate_instances, length_stats, sliding_step
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SPLITS = ("loo", "date")
 GENERATOR_VERSION = 1
-
-
-@dataclass
-class GenerateOptions:
-    """Options of ``generate_dataset`` (the CLI flags of ``bert_train/gen_data_fin.py``)."""
-
-    raw_path: Path | None = None
-    data_name: str = "ml-1m"
-    format: str = "auto"
-    output_dir: Path | None = None  # default: <repo>/data/<data_name>
-    raw_dir: Path | None = None  # default: <repo>/data/raw (download cache)
-    download_url: str | None = None  # default: $BERT4REC_DOWNLOAD_URL or GroupLens
-    download_md5: str | None = None  # default: the md5 GroupLens publishes
-    min_item_count: int = 5
-    holdout: str = "valid_test"
-    split: str = "loo"              # loo: leave-one-out (every model); date: the session protocol (GRU4Rec)
-    test_days: float = 14.0         # --split date
-    valid_days: float = 14.0        # --split date
-    min_session_len: int = 2        # --split date
-    max_seq_length: int = 200
-    prop_sliding_window: float = 0.5
-    dupe_factor: int = 10
-    max_predictions_per_seq: int = 40
-    masked_lm_prob: float = 0.2
-    mask_prob: float = 1.0
-    random_seed: int = 12345
-    eval_seed: int = 98765
-    num_negatives: int = 100
-    drop_duplicates: bool = False  # drop repeated (user, item, timestamp) lines (kept and counted by default)
-    item_meta: Path | None = None    # movies.dat / u.item / movies.csv (default: the one next to the ratings)
-    item_id_map: Path | None = None  # "file_id original_id" lines: original (MovieLens) item ids
-    user_id_map: Path | None = None  # the same for users
-    force: bool = False
-
-    def resolved_output_dir(self) -> Path:
-        return Path(self.output_dir) if self.output_dir else REPO_ROOT / "data" / self.data_name
-
-    def resolved_raw_dir(self) -> Path:
-        return Path(self.raw_dir) if self.raw_dir else REPO_ROOT / "data" / "raw"
-
-    def generation_options(self) -> dict:
-        """Options that determine the output (compared to decide whether a re-run is a no-op)."""
-        keys = (
-            "format",
-            "min_item_count",
-            "holdout",
-            "max_seq_length",
-            "prop_sliding_window",
-            "dupe_factor",
-            "max_predictions_per_seq",
-            "masked_lm_prob",
-            "mask_prob",
-            "random_seed",
-            "eval_seed",
-            "num_negatives",
-            "drop_duplicates",
-            "split",
-            "test_days",
-            "valid_days",
-            "min_session_len",
-        )
-        extra = {f"{k}_sha256": sha256_file(Path(getattr(self, k))) if getattr(self, k) else None
-                 for k in ("item_meta", "item_id_map", "user_id_map")}
-        return {**{k: getattr(self, k) for k in keys}, **extra}
-
-    def validate(self) -> None:
-        """Raise ``UserError`` naming the first option whose value is out of range."""
-
-        def bad(option: str, requirement: str) -> UserError:
-            return UserError(f"--{option} {requirement}, got {getattr(self, option)!r}")
-
-        def finite(value: float) -> bool:
-            return isinstance(value, int | float) and math.isfinite(value)
-
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.data_name or ""):
-            raise bad("data_name", "must be a plain name (letters, digits, '.', '_', '-')")
-        if self.format not in FORMATS:
-            raise bad("format", f"must be one of {', '.join(FORMATS)}")
-        if self.holdout not in HOLDOUTS:
-            raise bad("holdout", f"must be one of {', '.join(HOLDOUTS)}")
-        if self.split not in SPLITS:
-            raise bad("split", f"must be one of {', '.join(SPLITS)}")
-        if self.split == "date" and self.holdout != "valid_test":
-            raise UserError("--holdout applies to --split loo; --split date makes its own validation and test parts")
-        for option in ("test_days", "valid_days"):
-            if not finite(getattr(self, option)) or getattr(self, option) <= 0:
-                raise bad(option, "must be a number of days > 0")
-        if self.min_session_len < 2:
-            raise bad("min_session_len", "must be >= 2 (a session needs an event to predict)")
-        if self.min_item_count < 1:
-            raise bad("min_item_count", "must be >= 1")
-        if self.max_seq_length < 2:
-            raise bad("max_seq_length", "must be >= 2")
-        if self.dupe_factor < 0:
-            raise bad("dupe_factor", "must be >= 0")
-        if self.max_predictions_per_seq < 1:
-            raise bad("max_predictions_per_seq", "must be >= 1")
-        if not finite(self.masked_lm_prob) or not 0 < self.masked_lm_prob <= 1:
-            raise bad("masked_lm_prob", "must be in (0, 1]")
-        if not finite(self.mask_prob) or not 0 <= self.mask_prob <= 1:
-            raise bad("mask_prob", "must be in [0, 1]")
-        p = self.prop_sliding_window
-        if not finite(p) or not (p == -1 or 0 < p <= 1):
-            raise bad("prop_sliding_window", "must be in (0, 1], or -1 for no sliding")
-        if sliding_step(self.max_seq_length, p) < 1:
-            raise bad(
-                "prop_sliding_window",
-                f"times --max_seq_length {self.max_seq_length} must give a step of at least 1 item",
-            )
-        for seed in ("random_seed", "eval_seed"):
-            if not 0 <= getattr(self, seed) < 2**63:
-                raise bad(seed, "must be a non-negative integer")
-        if self.num_negatives < 1:
-            raise bad("num_negatives", "must be >= 1")
-        if self.download_md5 is not None and not re.fullmatch(r"[0-9a-fA-F]{32}", self.download_md5):
-            raise bad("download_md5", "must be 32 hex digits")
-        for option in ("item_meta", "item_id_map", "user_id_map"):
-            path = getattr(self, option)
-            if path is not None and not Path(path).is_file():
-                raise UserError(f"--{option} {path}: file not found")
-        if self.item_meta is not None:
-            meta_format(Path(self.item_meta))
-
 
 
 OUTPUT_FILES = ("vocab.txt", "users.txt", "item_counts.txt", "train.txt", "train_windows.txt", "stats.json")
@@ -181,10 +55,6 @@ OUTPUT_FILES = ("vocab.txt", "users.txt", "item_counts.txt", "train.txt", "train
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    return file_digest(path, "sha256")
 
 
 def expected_files(holdout: str, with_features: bool = False) -> tuple[str, ...]:
@@ -255,7 +125,8 @@ def original_ids_and_metadata(opts: GenerateOptions, raw: RawInput, seq: Sequenc
                             "renumbered, so they are not the metadata's movie ids")
         found = (read_bytes(Path(opts.item_meta)), str(opts.item_meta), meta_format(Path(opts.item_meta)))
     else:
-        found = find_item_meta(raw.path) if raw.format != "seq" or opts.item_id_map is not None else None
+        comes_with_data = raw.format not in ("seq", *TABLE_FORMATS) or opts.item_id_map is not None
+        found = find_item_meta(raw.path) if comes_with_data else None
     if found is None:
         return items, users, None, info
     data, label, fmt = found
@@ -318,25 +189,28 @@ def generate_dataset(
         log(f"{out_dir} is up to date (same input sha256 and options); use --force to regenerate")
         return stats
 
-    inter = parse_interactions(raw)
-    duplicates = duplicate_interactions(inter) if raw.format != "seq" else np.zeros(len(inter.users), dtype=bool)
-    num_duplicates = int(duplicates.sum())
-    if num_duplicates:
-        if opts.drop_duplicates:
-            inter = inter.subset(~duplicates)
-        what = "dropped" if opts.drop_duplicates else "kept as separate interactions; --drop_duplicates drops them"
-        log(f"warning: {raw.label}: {num_duplicates:,} lines repeat an earlier (user, item, timestamp) ({what})")
+    opts.check_applies_to(raw.format)
+    inter = parse_interactions(raw, opts.sep, opts.column_flags(), log)
+    inter, filters, num_duplicates = row_filters(inter, raw.label, opts.min_rating, opts.drop_duplicates,
+                                                 find_duplicates=raw.format != "seq", log=log)
+    time_scale = inter.time_scale
     t = lap("parse", t)
     if opts.split == "date":
         sessions = build_sessions(inter, raw.format, opts.test_days, opts.valid_days, opts.min_session_len,
                                   opts.min_item_count)
-        stats = {"dataset": opts.data_name, "split": "date", "num_items": int(len(sessions.item_original)),
+        stats = {"dataset": opts.name, "split": "date", "num_items": int(len(sessions.item_original)),
                  "vocab_size": int(len(sessions.item_original)) + 1 + len(SPECIAL_TOKENS), **sessions.stats,
                  "duplicate_interactions": num_duplicates,
                  **provenance(opts, raw, fingerprint, out_dir, SESSION_FILES)}
         write_output(out_dir, raw_path, stats, timings, t_start, lambda tmp: write_sessions(tmp, sessions))
         return stats
-    seq = build_sequences(inter, opts.min_item_count, min_user_length(opts.holdout))
+    min_len = max(opts.min_user_len or 0, min_user_length(opts.holdout))
+    before = counts(inter)
+    seq = build_sequences(inter, opts.min_item_count, min_len)
+    filters.append(record(f"k-core (items >= {opts.min_item_count}, users >= {min_len})", before,
+                          {"interactions": int(len(seq.items)), "users": seq.num_users, "items": seq.num_items},
+                          rounds=seq.filter_rounds))
+    log(describe(filters[-1]))
     del inter
     (train_items, train_offsets), eval_parts = split_leave_one_out(seq, opts.holdout)
     item_original, user_original, feature_lines, id_info = original_ids_and_metadata(opts, raw, seq, log)
@@ -384,7 +258,7 @@ def generate_dataset(
     user_lengths = np.diff(seq.offsets)
     # input_sha256: the ratings bytes parsed; input_file_sha256: the file given (differs for a zip)
     stats = {
-        "dataset": opts.data_name,
+        "dataset": opts.name,
         "num_users": seq.num_users,
         "num_items": num_items,
         "num_interactions": int(len(seq.items)),
@@ -397,7 +271,9 @@ def generate_dataset(
         "duplicates_dropped": bool(opts.drop_duplicates and num_duplicates),
         "dropped_short_users": seq.dropped_short_users,
         "dropped_short_user_interactions": seq.dropped_short_interactions,
-        "min_user_interactions": min_user_length(opts.holdout),
+        "min_user_interactions": min_len,
+        "filters": filters,
+        "time_unit": {0: None, 1: "seconds", 1000: "milliseconds"}[time_scale],
         "raw": {
             "num_interactions": seq.num_raw_interactions,
             "num_users": seq.num_raw_users,
@@ -426,8 +302,7 @@ def generate_dataset(
         write_vocab(tmp / "vocab.txt", item_original)
         if feature_lines is not None:
             (tmp / "item_features.txt").write_text("\n".join(feature_lines) + "\n", encoding="utf-8")
-        originals = np.asarray(user_original, dtype=np.int64)
-        write_rows(tmp / "users.txt", [(user_ids.astype(np.int64), None), (originals, None)])
+        write_users(tmp / "users.txt", user_original)
         write_item_counts(tmp / "item_counts.txt", seq.counts)
         with _tqdm(progress, total=len(instances), desc="writing train.txt", unit="inst") as bar:
             write_rows(

@@ -163,12 +163,18 @@ def meta_format(path: Path) -> str:
     return META_FILES[name]
 
 
+def _as_int(original: object) -> int | None:
+    """A metadata key: MovieLens files name movies by integer ids; a string id matches only if it is one."""
+    text = str(original)
+    return int(text) if text.isdigit() else None
+
+
 def item_features_rows(item_original: np.ndarray, meta: dict[int, ItemMeta]) -> tuple[list[str], dict]:
     """Lines of ``item_features.txt`` (``item_id<TAB>original_id<TAB>genres<TAB>decade<TAB>title``) for items
     1..N, and the counts for ``stats.json``."""
     lines, missing, no_genre, no_year = [], 0, 0, 0
     for item, original in enumerate(item_original.tolist(), start=1):
-        m = meta.get(int(original))
+        m = meta.get(_as_int(original))
         if m is None:
             missing += 1
             lines.append(f"{item}\t{original}\t{UNKNOWN}\t{UNKNOWN}\t")
@@ -180,5 +186,5 @@ def item_features_rows(item_original: np.ndarray, meta: dict[int, ItemMeta]) -> 
         lines.append(f"{item}\t{original}\t{genres}\t{m.decade}\t{title}")
     counts = {"items": len(item_original), "items_without_metadata": missing,
               "items_without_genre": no_genre + missing, "items_without_year": no_year + missing,
-              "metadata_lines_not_in_dataset": len(set(meta) - {int(o) for o in item_original.tolist()})}
+              "metadata_lines_not_in_dataset": len(set(meta) - {_as_int(o) for o in item_original.tolist()})}
     return lines, counts

@@ -1,13 +1,16 @@
-"""Raw inputs: locating, downloading and parsing MovieLens ratings files and ``user item`` sequence files.
+"""Raw inputs: locating, downloading and parsing interaction files.
 
 Formats (``--format``): GroupLens ML-1M ``ratings.dat`` (``::``), ML-100K ``u.data`` (tabs), ML-20M ``ratings.csv``
-(header, commas, fractional ratings) -- each as published, zipped or unpacked -- and the SASRec/BERT4Rec sequence
-file (``user item`` per line, chronological). ``read_raw`` finds the ratings bytes in a zip, a folder or a file;
-``parse_interactions`` turns them into arrays, naming the file and line of the first malformed line.
+(header, commas, fractional ratings) -- each as published, zipped or unpacked -- the SASRec/BERT4Rec sequence
+file (``user item`` per line, chronological), and any interaction table: CSV / TSV with a header, Parquet, RecBole
+atomic files (``bert4rec.data.tables``). A gzip file is read through. ``read_raw`` finds the bytes in a zip, a
+folder or a file; ``parse_interactions`` turns them into arrays, naming the file and line of the first malformed
+line.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import re
@@ -22,13 +25,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bert4rec.data.interactions import Interactions
+from bert4rec.data.tables import TABLE_FORMATS, first_line, load_source, table_format_of, table_interactions
 from bert4rec.errors import UserError
 from bert4rec.fileio import atomic_path, file_digest, read_bytes
 
 if TYPE_CHECKING:
-    from bert4rec.data.generate import GenerateOptions
+    from bert4rec.data.options import GenerateOptions
 
-FORMATS = ("auto", "ml-1m", "ml-100k", "ml-20m", "seq")
+FORMATS = ("auto", "ml-1m", "ml-100k", "ml-20m", "seq", *TABLE_FORMATS)
 DEFAULT_DOWNLOAD_URL = "https://files.grouplens.org/datasets/movielens/"
 DOWNLOAD_URL_ENV = "BERT4REC_DOWNLOAD_URL"
 # md5 sums published by GroupLens next to the archives.
@@ -51,6 +56,7 @@ class RawInput:
     path: Path  # the file or zip given
     member: str | None  # member of the zip, or the file inside a folder
     format: str  # detected or forced format
+    table: object | None = None  # a pyarrow.Table given directly (API frames); ``data``: bytes of its digest
 
 
 def download_file(url: str, dest: Path, md5: str | None = None, progress: bool | None = None) -> Path:
@@ -110,15 +116,15 @@ def resolve_raw_path(opts: GenerateOptions, progress: bool | None = None, log: C
         if not path.exists():
             raise UserError(f"{path}: no such file or directory (--raw_path)")
         return path
-    if opts.data_name not in DOWNLOAD_MD5:
+    if opts.name not in DOWNLOAD_MD5:
         known = ", ".join(DOWNLOAD_MD5)
         raise UserError(
-            f"no --raw_path given and --data_name {opts.data_name} is not a downloadable dataset "
+            f"no --raw_path given and --data_name {opts.name} is not a downloadable dataset "
             f"({known}); pass --raw_path"
         )
     raw_dir = opts.resolved_raw_dir()
-    expected_md5 = opts.download_md5 or DOWNLOAD_MD5[opts.data_name]
-    folder, archive = raw_dir / opts.data_name, raw_dir / f"{opts.data_name}.zip"
+    expected_md5 = opts.download_md5 or DOWNLOAD_MD5[opts.name]
+    folder, archive = raw_dir / opts.name, raw_dir / f"{opts.name}.zip"
     if folder.exists():
         return folder
     if archive.exists():
@@ -128,8 +134,8 @@ def resolve_raw_path(opts: GenerateOptions, progress: bool | None = None, log: C
                             "different download); delete it to download again, or pass --raw_path")
         return archive
     base = opts.download_url or os.environ.get(DOWNLOAD_URL_ENV) or DEFAULT_DOWNLOAD_URL
-    url = base.rstrip("/") + f"/{opts.data_name}.zip"
-    dest = raw_dir / f"{opts.data_name}.zip"
+    url = base.rstrip("/") + f"/{opts.name}.zip"
+    dest = raw_dir / f"{opts.name}.zip"
     log(f"downloading {url} -> {dest}")
     return download_file(url, dest, md5=expected_md5, progress=progress)
 
@@ -139,23 +145,45 @@ def md5_file(path: Path) -> str:
     return file_digest(path, "md5")
 
 
+ML20M_HEADER = "userId,movieId,rating,timestamp"
+
+
 def detect_format(data: bytes, label: str) -> str:
-    """Format of a ratings / sequence file from its first line."""
+    """Format of a ratings / sequence / table file from its first line: the MovieLens and ``user item`` layouts,
+    else a table with a header (RecBole when its fields are ``name:type``)."""
     first = data.split(b"\n", 1)[0].rstrip(b"\r")
     if b"::" in first:
         return "ml-1m"
-    if b"," in first:
+    header = first_line(data)
+    if header == ML20M_HEADER:
         return "ml-20m"
     if b"\t" in first:
-        return "ml-100k"
+        fields = header.split("\t")
+        if all(f.strip().isdigit() for f in fields):
+            return "ml-100k"
+        return "recbole" if all(re.fullmatch(r".+:[a-z_]+", f) for f in fields) else "tsv"
     if re.fullmatch(rb"\d+ \d+", first):
         return "seq"
+    if any(sep in header for sep in (",", ";", "|")) and not all(
+            f.strip().replace(".", "", 1).isdigit() for f in re.split(r"[,;|]", header)):
+        return "csv"
+    if b"," in first:
+        return "ml-20m"
     shown = first[:60].decode("latin-1")
     raise UserError(
         f"{label}:1: cannot detect the format from {shown!r}; expected 'user::item::rating::time' "
-        "(ml-1m), tab-separated u.data (ml-100k), ratings.csv (ml-20m) or 'user item' (seq); "
-        "pass --format"
+        "(ml-1m), tab-separated u.data (ml-100k), ratings.csv (ml-20m), 'user item' (seq) or a CSV / TSV "
+        "with a header line; pass --format"
     )
+
+
+def _maybe_gunzip(data: bytes, label: str) -> bytes:
+    if data[:2] != b"\x1f\x8b":
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as err:
+        raise UserError(f"{label}: cannot read the gzip file ({err})") from None
 
 
 def _pick_member(names: Sequence[str], fmt: str) -> str | None:
@@ -174,6 +202,15 @@ def read_raw(path: Path, fmt: str = "auto") -> RawInput:
     if fmt == "seq" and (path.is_dir() or zipfile.is_zipfile(path)):
         raise UserError(f"{path}: --format seq needs the sequence file itself, not a folder or zip")
     wanted = FORMAT_RATINGS_FILE.get(fmt, " / ".join(RATINGS_FILES))
+    by_name = table_format_of(path) if path.exists() else None
+    if path.is_dir() and (by_name == "recbole" or fmt == "recbole"):
+        file = path / f"{path.name}.inter"
+        if not file.is_file():
+            raise UserError(f"{path}: no {path.name}.inter in this RecBole dataset folder")
+        data = read_bytes(file)
+        if not data.strip():
+            raise UserError(f"{file}: file is empty")
+        return RawInput(data=data, label=str(file), path=path, member=file.name, format="recbole")
     if path.is_dir():
         names = [p.relative_to(path).as_posix() for p in path.glob("*")] + [
             p.relative_to(path).as_posix() for p in path.glob("*/*")
@@ -200,6 +237,8 @@ def read_raw(path: Path, fmt: str = "auto") -> RawInput:
         member = None
         label = str(path)
         data = read_bytes(path)
+        if by_name != "parquet" and fmt != "parquet":
+            data = _maybe_gunzip(data, label)
     else:
         raise UserError(f"{path}: no such file or directory")
     if not data or data.isspace():
@@ -208,7 +247,7 @@ def read_raw(path: Path, fmt: str = "auto") -> RawInput:
         if member is not None:
             fmt = RATINGS_FILES[member.rsplit("/", 1)[-1]]
         else:
-            fmt = detect_format(data, label)
+            fmt = by_name or detect_format(data, label)
     return RawInput(data=data, label=label, path=path, member=member, format=fmt)
 
 
@@ -224,30 +263,27 @@ _RAW_LAYOUT: dict[str, tuple[bytes, tuple[str, ...], tuple[int, ...], bool]] = {
     "seq": (b" ", ("user", "item"), (), False),
 }
 _SEP_NAMES = {b"::": "'::'", b"\t": "tabs", b",": "commas", b" ": "single spaces"}
+FLOAT_SCALE = 1000  # float columns of the MovieLens layouts are parsed into integer thousandths (ratings 0.5-5)
 _INT_RE = re.compile(r"\d{1,18}")
 _FLOAT_RE = re.compile(r"(?=.*\d)\d*\.?\d*")
 
 
-@dataclass
-class Interactions:
-    """Raw interactions in file order: original user and item ids, and a time key per interaction."""
-
-    users: np.ndarray  # int64
-    items: np.ndarray  # int64
-    times: np.ndarray  # int64 (timestamps, or line numbers for the sequence format)
-
-    def subset(self, keep: np.ndarray) -> Interactions:
-        return Interactions(self.users[keep], self.items[keep], self.times[keep])
-
-
-def parse_interactions(raw: RawInput) -> Interactions:
-    """Parse the raw bytes in ``raw.format``; ``UserError`` with file:line on the first bad line."""
-    sep, cols, float_cols, header = _RAW_LAYOUT[raw.format]
-    table = _parse_table(raw.data, raw.label, sep, cols, float_cols, header)
+def parse_interactions(raw: RawInput, sep: str | None = None, columns: dict[str, str | None] | None = None,
+                       log: Callable[[str], object] = print) -> Interactions:
+    """Parse the raw bytes in ``raw.format``; ``UserError`` with file:line on the first bad line. ``sep`` and
+    ``columns`` (role -> column name) apply to tables."""
+    if raw.format in TABLE_FORMATS or raw.table is not None:
+        source, chosen = load_source(raw, sep, columns or {})
+        return table_interactions(source, chosen, log)
+    layout_sep, cols, float_cols, header = _RAW_LAYOUT[raw.format]
+    table = _parse_table(raw.data, raw.label, layout_sep, cols, float_cols, header)
     users = table[:, 0]
     items = table[:, 1]
-    times = table[:, 3] if raw.format != "seq" else np.arange(len(table), dtype=np.int64)
-    return Interactions(users=np.ascontiguousarray(users), items=np.ascontiguousarray(items), times=times)
+    if raw.format == "seq":
+        return Interactions(np.ascontiguousarray(users), np.ascontiguousarray(items),
+                            np.arange(len(table), dtype=np.int64), time_scale=0)
+    ratings = table[:, 2] / FLOAT_SCALE if 2 in float_cols else table[:, 2].astype(np.float64)
+    return Interactions(np.ascontiguousarray(users), np.ascontiguousarray(items), table[:, 3], ratings)
 
 
 def _normalise_text(data: bytes) -> bytes:
@@ -350,6 +386,7 @@ def _parse_table_fast(data: bytes, sep: bytes, ncols: int, float_cols: tuple[int
             return None
         out = np.zeros((nrows, ncols), dtype=np.int64)
         out[:, int_cols] = table[:, int_cols].astype(np.int64)
+        out[:, list(float_cols)] = np.round(table[:, list(float_cols)] * FLOAT_SCALE).astype(np.int64)
         return out
     try:
         values = np.fromstring(data, dtype=np.int64, sep=" ")
@@ -393,7 +430,7 @@ def _parse_table_slow(
             if j in float_cols:
                 if not _FLOAT_RE.fullmatch(value):
                     raise UserError(f"{label}:{lineno}: {cols[j]} is not a number: {value[:40]!r}")
-                row.append(0)
+                row.append(round(float(value) * FLOAT_SCALE))
             else:
                 if not _INT_RE.fullmatch(value):
                     raise UserError(

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bert4rec.data.raw import Interactions
+from bert4rec.data.interactions import Interactions
 from bert4rec.errors import UserError
 from bert4rec.instances import offsets_from_lengths
 
@@ -61,23 +61,26 @@ def cleanse(events: Events, min_session_len: int, min_item_count: int) -> tuple[
             return events, rounds
 
 
-def split_by_date(events: Events, test_days: float, valid_days: float) -> dict[str, Events]:
+def split_by_date(events: Events, test_days: float, valid_days: float, ticks_per_second: int = 1
+                  ) -> dict[str, Events]:
     """Each session to the part its last event falls in: test = the last ``test_days`` days, validation the
     ``valid_days`` before, training the rest."""
+    day = DAY * ticks_per_second
     _, inverse = np.unique(events.sessions, return_inverse=True)
     ends = np.zeros(inverse.max() + 1, dtype=np.int64)
     np.maximum.at(ends, inverse, events.times)
     end = events.times.max()
-    part = np.where(ends > end - test_days * DAY, 2, np.where(ends > end - (test_days + valid_days) * DAY, 1, 0))
+    part = np.where(ends > end - test_days * day, 2, np.where(ends > end - (test_days + valid_days) * day, 1, 0))
     return {name: events.subset(part[inverse] == i) for i, name in enumerate(PARTS)}
 
 
-def _describe(events: Events) -> dict:
+def _describe(events: Events, ticks_per_second: int = 1) -> dict:
     if len(events) == 0:
         return {"events": 0, "sessions": 0, "items": 0, "first": None, "last": None}
 
     def day(t: int) -> str:
-        return datetime.datetime.fromtimestamp(int(t), tz=datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        return datetime.datetime.fromtimestamp(int(t) // ticks_per_second, tz=datetime.timezone.utc).strftime(
+            "%Y-%m-%d %H:%M:%S")
 
     return {"events": len(events), "sessions": int(len(np.unique(events.sessions))),
             "items": int(len(np.unique(events.items))), "first": day(events.times.min()),
@@ -97,13 +100,16 @@ class SessionData:
 def build_sessions(inter: Interactions, fmt: str, test_days: float, valid_days: float, min_session_len: int,
                    min_item_count: int) -> SessionData:
     """The whole protocol (steps 1-4 of the module docstring); a part left empty is a UserError."""
-    if fmt == "seq":
+    if fmt == "seq" or not inter.has_time:
         raise UserError("--split date needs timestamps: the 'user item' sequence file has none (use ratings.dat, "
-                        "u.data or ratings.csv, or --split loo)")
+                        "u.data or ratings.csv, or --split loo)" if fmt == "seq" else
+                        "--split date needs timestamps: the input has no time column (name it with --time_col, "
+                        "or use --split loo)")
+    scale = inter.time_scale
     order = np.lexsort((inter.times, inter.users))  # stable: ties keep file order
     events = Events(inter.users[order], inter.items[order], inter.times[order])
-    parts = split_by_date(events, test_days, valid_days)
-    raw = {name: _describe(e) for name, e in parts.items()}
+    parts = split_by_date(events, test_days, valid_days, scale)
+    raw = {name: _describe(e, scale) for name, e in parts.items()}
     train, rounds = cleanse(parts["train"], min_session_len, min_item_count)
     if len(train) == 0:
         raise UserError(f"--split date: no training session of >= {min_session_len} events survives the cleansing "
@@ -111,6 +117,8 @@ def build_sessions(inter: Interactions, fmt: str, test_days: float, valid_days: 
     uniq, first = np.unique(train.items, return_index=True)  # the training items, sorted by original id
     by_first_use = np.argsort(first, kind="stable")
     item_original = uniq[by_first_use]  # ids 1..N in order of first appearance
+    if inter.item_labels is not None:
+        item_original = inter.item_labels[item_original]
     new_id = np.empty(len(uniq), dtype=np.int32)
     new_id[by_first_use] = np.arange(1, len(uniq) + 1, dtype=np.int32)  # uniq[j] -> its id
     cleaned = {"train": train}
@@ -127,7 +135,7 @@ def build_sessions(inter: Interactions, fmt: str, test_days: float, valid_days: 
         items = new_id[np.searchsorted(uniq, e.items)]
         out[name] = (sessions, items, offsets_from_lengths(lengths))
     counts = np.bincount(out["train"][1], minlength=len(item_original) + 1).astype(np.int64)
-    stats = {"parts": {name: _describe(e) for name, e in cleaned.items()}, "parts_before_cleansing": raw,
+    stats = {"parts": {name: _describe(e, scale) for name, e in cleaned.items()}, "parts_before_cleansing": raw,
              "cleansing_rounds_train": rounds, "num_items": len(item_original),
              "options": {"test_days": test_days, "valid_days": valid_days, "min_session_len": min_session_len,
                          "min_item_count": min_item_count}}

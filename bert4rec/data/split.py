@@ -1,7 +1,9 @@
-"""From interactions to per-user sequences: rare-item filter, chronological order, renumbering, the
-leave-one-out split, and the popularity-sampled negatives of the evaluation sets.
+"""From interactions to per-user sequences: k-core filter (rare items and short users, repeated until nothing
+changes), chronological order, renumbering, the leave-one-out split, and the popularity-sampled negatives of the
+evaluation sets.
 
-Renumbering: users get ids ``1..U`` in increasing order of their original id; items get ids ``1..N`` in order of
+Renumbering: users get ids ``1..U`` in increasing order of their original id (string ids: in natural order,
+``bert4rec.data.tables``); items get ids ``1..N`` in order of
 first appearance when reading users in that order, each user's items chronologically (on the SASRec
 ``ml-1m.txt`` both are the identity).
 
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bert4rec.data.raw import Interactions
+from bert4rec.data.interactions import Interactions
 from bert4rec.errors import UserError
 from bert4rec.instances import offsets_from_lengths, ragged_gather
 
@@ -39,6 +41,7 @@ class SequenceData:
     items_removed_by_item_filter: int
     dropped_short_users: int
     dropped_short_interactions: int
+    filter_rounds: int = 1
 
     @property
     def num_users(self) -> int:
@@ -50,9 +53,11 @@ class SequenceData:
 
 
 def duplicate_interactions(inter: Interactions) -> np.ndarray:
-    """True for every interaction repeating an earlier line's (user, item, timestamp) exactly (the first stays)."""
-    order = np.lexsort((np.arange(len(inter.users)), inter.times, inter.items, inter.users))
-    u, i, t = inter.users[order], inter.items[order], inter.times[order]
+    """True for every interaction repeating an earlier line's (user, item, timestamp) exactly (the first stays);
+    without a time column, an earlier line's (user, item)."""
+    times = inter.times if inter.has_time else np.zeros(len(inter.users), dtype=np.int64)
+    order = np.lexsort((np.arange(len(inter.users)), times, inter.items, inter.users))
+    u, i, t = inter.users[order], inter.items[order], times[order]
     repeat = np.zeros(len(order), dtype=bool)
     repeat[1:] = (u[1:] == u[:-1]) & (i[1:] == i[:-1]) & (t[1:] == t[:-1])
     out = np.zeros(len(order), dtype=bool)
@@ -65,35 +70,58 @@ def min_user_length(holdout: str) -> int:
     return 3 if holdout == "valid_test" else 2
 
 
+def k_core(users: np.ndarray, items: np.ndarray, min_item_count: int, min_length: int) -> tuple[np.ndarray, dict]:
+    """Which interactions survive removing items with fewer than ``min_item_count`` interactions and users with
+    fewer than ``min_length``, again and again until nothing changes (RecBole's ``item_inter_num_interval`` /
+    ``user_inter_num_interval``); returns the mask and what each filter removed over all rounds."""
+    _, user_code = np.unique(users, return_inverse=True)
+    _, item_code = np.unique(items, return_inverse=True)
+    keep = np.ones(len(users), dtype=bool)
+    removed = {"rounds": 0, "interactions_removed_by_item_filter": 0, "items_removed_by_item_filter": 0,
+               "interactions_removed_by_user_filter": 0, "users_removed_by_user_filter": 0}
+    while True:
+        removed["rounds"] += 1
+        item_counts = np.bincount(item_code[keep], minlength=item_code.max(initial=-1) + 1)
+        rare = (item_counts > 0) & (item_counts < min_item_count)
+        drop = keep & rare[item_code]
+        removed["interactions_removed_by_item_filter"] += int(drop.sum())
+        removed["items_removed_by_item_filter"] += int(rare.sum())
+        keep &= ~drop
+        user_counts = np.bincount(user_code[keep], minlength=user_code.max(initial=-1) + 1)
+        short = (user_counts > 0) & (user_counts < min_length)
+        drop_users = keep & short[user_code]
+        removed["interactions_removed_by_user_filter"] += int(drop_users.sum())
+        removed["users_removed_by_user_filter"] += int(short.sum())
+        keep &= ~drop_users
+        if not drop.any() and not drop_users.any():
+            return keep, removed
+
+
 def build_sequences(inter: Interactions, min_item_count: int, min_length: int) -> SequenceData:
-    """Filter rare items (one pass), sort per user by time (stable), drop short users, renumber."""
+    """k-core filter (``k_core``), sort per user by time (stable), renumber; original ids as strings when the
+    input had string ids (``inter.user_labels`` / ``item_labels``)."""
     n_raw = len(inter.users)
-    uniq_items, item_inv = np.unique(inter.items, return_inverse=True)
-    item_counts = np.bincount(item_inv)
-    keep = item_counts[item_inv] >= min_item_count
+    keep, removed = k_core(inter.users, inter.items, min_item_count, min_length)
+    if not keep.any():
+        raise UserError(
+            f"no user has the {min_length} interactions the split needs (after removing items with fewer than "
+            f"{min_item_count} interactions and users with fewer than {min_length}, repeated until nothing changes; "
+            f"{n_raw:,} interactions before): lower --min_item_count / --min_user_len"
+        )
     users, items, times = inter.users[keep], inter.items[keep], inter.times[keep]
-    removed = n_raw - len(users)
     order = np.lexsort((times, users))  # lexsort is stable: ties keep file order
     users, items = users[order], items[order]
-    uniq_users, user_start, user_len = np.unique(users, return_index=True, return_counts=True)
-    long_enough = user_len >= min_length
-    dropped_users = int((~long_enough).sum())
-    dropped_inter = int(user_len[~long_enough].sum())
-    if not long_enough.any():
-        raise UserError(
-            f"no user has the {min_length} interactions the split needs "
-            f"(after removing items with fewer than {min_item_count} interactions)"
-        )
-    kept = np.repeat(long_enough, user_len)
-    items = items[kept]
-    user_original = uniq_users[long_enough]
-    lengths = user_len[long_enough]
+    user_original, lengths = np.unique(users, return_counts=True)
     item_uniq, first_idx, inv = np.unique(items, return_index=True, return_inverse=True)
     rank = np.empty(len(item_uniq), dtype=np.int64)
     rank[np.argsort(first_idx, kind="stable")] = np.arange(len(item_uniq))
     new_items = (rank[inv] + 1).astype(np.int32)
     item_original = np.empty(len(item_uniq), dtype=np.int64)
     item_original[rank] = item_uniq
+    if inter.item_labels is not None:
+        item_original = inter.item_labels[item_original]
+    if inter.user_labels is not None:
+        user_original = inter.user_labels[user_original]
     counts = np.bincount(new_items, minlength=len(item_uniq) + 1).astype(np.int64)
     return SequenceData(
         user_original=user_original,
@@ -103,11 +131,12 @@ def build_sequences(inter: Interactions, min_item_count: int, min_length: int) -
         counts=counts,
         num_raw_interactions=n_raw,
         num_raw_users=int(len(np.unique(inter.users))),
-        num_raw_items=int(len(uniq_items)),
-        removed_by_item_filter=int(removed),
-        items_removed_by_item_filter=int((item_counts < min_item_count).sum()),
-        dropped_short_users=dropped_users,
-        dropped_short_interactions=dropped_inter,
+        num_raw_items=int(len(np.unique(inter.items))),
+        removed_by_item_filter=removed["interactions_removed_by_item_filter"],
+        items_removed_by_item_filter=removed["items_removed_by_item_filter"],
+        dropped_short_users=removed["users_removed_by_user_filter"],
+        dropped_short_interactions=removed["interactions_removed_by_user_filter"],
+        filter_rounds=removed["rounds"],
     )
 
 
