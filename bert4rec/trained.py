@@ -17,22 +17,36 @@ import numpy as np
 from bert4rec.checkpoint import load_checkpoint, restore
 from bert4rec.data.dataset import TrainingData, load_training_data
 from bert4rec.data.files import EvalSet, Vocab, load_eval_set, load_vocab
+from bert4rec.data.tables import TABLE_FORMATS
 from bert4rec.errors import UserError
 from bert4rec.models import SequentialRecommender, build_model, config_from_dict
 
 
 @dataclass
 class Catalogue:
-    """How items and users are named: original ids (MovieLens ids when the generator knew them) and titles."""
+    """How items and users are named: original ids (MovieLens ids when the generator knew them, else the input's
+    own ids, strings or not) and titles."""
 
     item_original: list[str]         # per item id 0..N ("-" for [PAD])
-    user_original: np.ndarray        # per user id 1..U (index 0 unused)
+    user_original: list[str]         # per user id 0..U ("-" for the unused 0)
     titles: dict[int, tuple[str, str]]  # item id -> (title, genres), when item_features.txt exists
     ids_are: str                     # what the original ids are, for the output
     titles_from: str | None          # where the titles come from
+    movielens: bool = False          # the ids are MovieLens movie / user ids
+
+    @property
+    def noun(self) -> str:
+        return "movie" if self.movielens else "item"
+
+    @property
+    def user_ids_are(self) -> str:
+        return self.ids_are.replace("MovieLens ids", "MovieLens user ids")
 
     def original_item_lookup(self) -> dict[str, int]:
         return {original: item for item, original in enumerate(self.item_original) if item > 0}
+
+    def user_lookup(self) -> dict[str, int]:
+        return {original: user for user, original in enumerate(self.user_original) if user > 0}
 
 
 @dataclass
@@ -65,9 +79,9 @@ class TrainedRun:
 def read_catalogue(data_dir: Path, vocab: Vocab) -> Catalogue:
     users_path = data_dir / "users.txt"
     rows = [line.split("\t") for line in users_path.read_text(encoding="utf-8").splitlines() if line]
-    user_original = np.zeros(len(rows) + 1, dtype=np.int64)
+    user_original = ["-"] * (len(rows) + 1)
     for row in rows:
-        user_original[int(row[0])] = int(row[1])
+        user_original[int(row[0])] = row[1]
     stats = _read_json(data_dir / "stats.json") or {}
     ids = stats.get("ids_and_metadata") or {}
     titles: dict[int, tuple[str, str]] = {}
@@ -77,9 +91,11 @@ def read_catalogue(data_dir: Path, vocab: Vocab) -> Catalogue:
             item, _original, genres, _decade, title = line.split("\t")
             titles[int(item)] = (title, genres)
     movielens = stats.get("format") in ("ml-1m", "ml-100k", "ml-20m") or "original ids from" in ids.get("item_ids", "")
-    ids_are = "MovieLens ids" if movielens else "the ids of the input file (no id map given to gen_data_fin.py)"
+    own = "the ids of the input file" + ("" if stats.get("format") in TABLE_FORMATS else
+                                         " (no id map given to gen_data_fin.py)")
+    ids_are = "MovieLens ids" if movielens else own
     return Catalogue(vocab.original_ids[: vocab.num_items + 1], user_original, titles, ids_are,
-                     ids.get("item_meta") if titles else None)
+                     ids.get("item_meta") if titles else None, movielens)
 
 
 def _read_json(path: Path) -> dict | None:

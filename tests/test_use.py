@@ -60,13 +60,14 @@ def test_recommendations_never_repeat_the_history(sasrec_run, tmp_path):
     proc = cli("recommend.py", "--CHECKPOINTS", str(sasrec_run), "--all", "--output", str(out), "--k", "5")
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = list(csv.DictReader(out.open()))
-    assert len(rows) == 5 * len(test) and rows[0].keys() == {"user", "rank", "item", "original_id", "score"}
+    assert len(rows) == 5 * len(test) and list(rows[0].keys()) == ["user", "rank", "item", "score"]
+    catalogue = run.catalogue()
+    lookup = catalogue.original_item_lookup()
     by_user: dict[str, list[int]] = {}
     for row in rows:
-        by_user.setdefault(row["user"], []).append(int(row["item"]))
-    users = run.catalogue().user_original
+        by_user.setdefault(row["user"], []).append(lookup[row["item"]])  # the CSV speaks original ids
     for i in range(len(test)):
-        recommended = by_user[str(int(users[int(test.users[i])]))]
+        recommended = by_user[catalogue.user_original[int(test.users[i])]]
         assert recommended == items[i][:5].tolist() and not set(recommended) & set(seen[i])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["recs.csv"]  # written atomically, nothing else left
 
@@ -108,7 +109,7 @@ def test_recommend_and_export_refuse_bad_input_in_one_line(sasrec_run, tmp_path)
     one_error_line(cli("recommend.py", "--CHECKPOINTS", str(sasrec_run), "--user", "1", "--k", "0"),
                    "--k must be >= 1")
     one_error_line(cli("recommend.py", "--CHECKPOINTS", str(sasrec_run), "--history", "1,2,777"),
-                   "unknown movie id 777")
+                   "unknown item id 777")
     one_error_line(cli("export.py", "--CHECKPOINTS", str(sasrec_run), "--output", str(tmp_path / "x"), "--k", "0"),
                    "--k must be >= 1")
 
