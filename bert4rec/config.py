@@ -215,6 +215,17 @@ class TrainOptions:
     progress: bool = True
     stop_at_step: int | None = None   # behave as if interrupted after this step (tests resume)
 
+    @classmethod
+    def for_data(cls, data_dir: Path, config_path: Path, checkpoints: Path, **options: Any) -> TrainOptions:
+        """Options reading the generated files of ``data_dir`` (leave-one-out or session data; without
+        validation when the data has none); ``options`` are the other fields (a name that is none is an error)."""
+
+        unknown = sorted(set(options) - {f.name for f in fields(cls)})
+        if unknown:
+            raise UserError(f"unknown training option {unknown[0]!r} (options: "
+                            f"{', '.join(f.name for f in fields(cls) if f.name not in DATA_FIELDS)})")
+        return cls(config_path=Path(config_path), checkpoints=Path(checkpoints), **{**data_paths(data_dir), **options})
+
     def to_json(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
 
@@ -229,6 +240,23 @@ class TrainOptions:
             if owner and owner != model and getattr(self, f.name) != f.default:
                 return f"{f.metadata['flag']} applies to {owner} only, not to {model}"
         return None
+
+
+DATA_FIELDS = ("config_path", "checkpoints", "train_path", "valid_path", "test_path", "vocab_path")
+
+
+def data_paths(data_dir: Path) -> dict[str, Path | None]:
+    """The data fields of ``TrainOptions`` for a folder written by the generator: session files when it holds
+    ``--split date`` data, no validation file when it was made with ``--holdout test``."""
+    data_dir = Path(data_dir)
+    sessions = (data_dir / "train_sessions.txt").exists()
+    names = ("train_sessions.txt", "valid_sessions.txt", "test_sessions.txt") if sessions else \
+        ("train.txt", "valid.txt", "test.txt")
+    valid: Path | None = data_dir / names[1]
+    if not valid.exists() and (data_dir / names[0]).exists():
+        valid = None
+    return {"train_path": data_dir / names[0], "valid_path": valid, "test_path": data_dir / names[2],
+            "vocab_path": data_dir / "vocab.txt"}
 
 
 # trainrec.py's flag for each TrainOptions field (messages name flags, not fields)

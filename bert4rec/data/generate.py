@@ -42,7 +42,7 @@ from bert4rec.data.split import (
     sample_popular_negatives,
     split_leave_one_out,
 )
-from bert4rec.data.tables import TABLE_FORMATS
+from bert4rec.data.tables import OWN_ID_FORMATS
 from bert4rec.errors import UserError, os_failure
 from bert4rec.fileio import atomic_dir, current_umask, read_bytes
 from bert4rec.instances import generate_instances, length_stats, sliding_step
@@ -70,18 +70,19 @@ def provenance(opts: GenerateOptions, raw: RawInput, fingerprint: str, out_dir: 
                files: Sequence[str]) -> dict:
     """What ``stats.json`` records of where an output came from: ``is_up_to_date`` and the output-folder rules
     (``bert4rec.data.outdir``) read it back."""
-    return {"format": raw.format, "input_file": str(Path(raw.path).resolve()), "input_member": raw.member,
+    return {"format": raw.format, "input_file": str(Path(raw.path).resolve()) if raw.path else raw.label,
+            "input_member": raw.member,
             "input_sha256": fingerprint, "generator_version": GENERATOR_VERSION,
             "generation_options": opts.generation_options(),
             "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
             "output_dir": str(out_dir.resolve()), "files": list(files)}
 
 
-def write_output(out_dir: Path, raw_path: Path, stats: dict, timings: dict, t_start: float,
+def write_output(out_dir: Path, raw_path: Path | None, stats: dict, timings: dict, t_start: float,
                  write_files: Callable[[Path], None]) -> None:
     """Write a dataset atomically: ``write_files(tmp)`` writes its files, then ``stats.json``; the folder replaces
     ``out_dir`` only when everything was written (disk full, read-only...: one line, nothing replaced)."""
-    check_output_dir(out_dir, [raw_path])  # again: the folder may have changed while we worked
+    check_output_dir(out_dir, [raw_path] if raw_path else [])  # again: the folder may have changed while we worked
     try:
         with atomic_dir(out_dir) as tmp:
             write_files(tmp)
@@ -125,7 +126,7 @@ def original_ids_and_metadata(opts: GenerateOptions, raw: RawInput, seq: Sequenc
                             "renumbered, so they are not the metadata's movie ids")
         found = (read_bytes(Path(opts.item_meta)), str(opts.item_meta), meta_format(Path(opts.item_meta)))
     else:
-        comes_with_data = raw.format not in ("seq", *TABLE_FORMATS) or opts.item_id_map is not None
+        comes_with_data = raw.format not in ("seq", *OWN_ID_FORMATS) or opts.item_id_map is not None
         found = find_item_meta(raw.path) if comes_with_data else None
     if found is None:
         return items, users, None, info
@@ -162,10 +163,12 @@ def _tqdm(progress: bool | None, **kwargs):
 
 
 def generate_dataset(
-    opts: GenerateOptions, progress: bool | None = None, log: Callable[[str], object] = print
+    opts: GenerateOptions, progress: bool | None = None, log: Callable[[str], object] = print,
+    frame: RawInput | None = None,
 ) -> dict:
     """Run the whole pipeline; returns the stats written to ``stats.json`` (or the existing ones when
-    the output is up to date). ``progress=None`` shows tqdm bars only on a terminal."""
+    the output is up to date). ``progress=None`` shows tqdm bars only on a terminal. ``frame``: a table given
+    in memory (the Python API's ``Dataset.from_frame``) instead of ``opts.raw_path``."""
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -176,11 +179,12 @@ def generate_dataset(
 
     opts.validate()
     out_dir = opts.resolved_output_dir()
-    inputs = [Path(opts.raw_path)] if opts.raw_path is not None else [opts.resolved_raw_dir()]
+    inputs = [] if frame is not None else [Path(opts.raw_path)] if opts.raw_path is not None else \
+        [opts.resolved_raw_dir()]
     check_output_dir(out_dir, inputs)
-    raw_path = resolve_raw_path(opts, progress=progress, log=log)
+    raw_path = None if frame is not None else resolve_raw_path(opts, progress=progress, log=log)
     t = time.perf_counter()
-    raw = read_raw(raw_path, opts.format)
+    raw = frame if frame is not None else read_raw(raw_path, opts.format)
     fingerprint = sha256_bytes(raw.data)
     t = lap("read", t)
     if not opts.force and is_up_to_date(out_dir, opts, fingerprint):
@@ -291,7 +295,7 @@ def generate_dataset(
         },
         "masked_per_instance": length_stats(instances.num_masked),
         **provenance(opts, raw, fingerprint, out_dir, expected_files(opts.holdout, feature_lines is not None)),
-        "input_file_sha256": sha256_file(raw.path) if raw.path.is_file() and raw.member else fingerprint,
+        "input_file_sha256": sha256_file(raw.path) if raw.path and raw.path.is_file() and raw.member else fingerprint,
         "ids_and_metadata": id_info,
         "sliding_step": step,
         "numpy_version": np.__version__,

@@ -11,7 +11,7 @@ from pathlib import Path
 from bert4rec.data.items import meta_format
 from bert4rec.data.raw import FORMATS
 from bert4rec.data.split import HOLDOUTS
-from bert4rec.data.tables import TABLE_FORMATS
+from bert4rec.data.tables import OWN_ID_FORMATS
 from bert4rec.errors import UserError
 from bert4rec.fileio import file_digest
 from bert4rec.instances import sliding_step
@@ -192,7 +192,7 @@ class GenerateOptions:
 
     def check_applies_to(self, fmt: str) -> None:
         """Refuse table-only flags for the MovieLens and sequence layouts (their columns are fixed)."""
-        if fmt in TABLE_FORMATS:
+        if fmt in OWN_ID_FORMATS:
             if self.item_id_map is not None or self.user_id_map is not None:
                 raise UserError(f"--item_id_map / --user_id_map are for MovieLens and 'user item' inputs; a {fmt} "
                                 "input keeps its own ids")

@@ -26,6 +26,8 @@ from bert4rec.data.interactions import Interactions
 from bert4rec.errors import UserError
 
 TABLE_FORMATS = ("csv", "tsv", "parquet", "recbole")
+FRAME_FORMAT = "frame"  # a table handed over in memory (the Python API)
+OWN_ID_FORMATS = (*TABLE_FORMATS, FRAME_FORMAT)  # inputs whose ids are kept as given (strings)
 COLUMN_NAMES: dict[str, tuple[str, ...]] = {
     "user": ("user_id", "userid", "user"),
     "item": ("item_id", "itemid", "movieid", "movie_id", "item"),
@@ -261,7 +263,7 @@ def parse_times(source: Source, column: str) -> tuple[np.ndarray, int, str]:
     if not pa.types.is_floating(kind):
         text = values.to_pandas()
         numbers = pd.to_numeric(text, errors="coerce")
-        if numbers.isna().any():
+        if numbers.isna().any() and np.isnan(numbers.iloc[0]):  # the first value says: dates, or numbers
             stamps = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
             bad = np.flatnonzero(stamps.isna().to_numpy())
             if len(bad):
@@ -269,9 +271,7 @@ def parse_times(source: Source, column: str) -> tuple[np.ndarray, int, str]:
                                 "epoch timestamp nor an ISO-8601 date/time")
             ms = stamps.to_numpy().astype("datetime64[ms]").astype(np.int64)
             return ms, 1000, "dates and times (ISO-8601)"
-        values = pa.chunked_array([pa.array(numbers.to_numpy(dtype=np.float64))])
-    seconds = _numbers(Source(pa.table({column: values}), source.label, source.header_lines, source.row_word),
-                       column, "time")
+    seconds = _numbers(source, column, "time")
     if np.array_equal(seconds, np.round(seconds)) and np.abs(seconds).max(initial=0) < 2**53:
         ints = seconds.astype(np.int64)
         scale = 1000 if len(ints) and np.abs(ints).max() >= MS_THRESHOLD else 1
