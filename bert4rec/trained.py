@@ -17,7 +17,7 @@ import numpy as np
 from bert4rec.checkpoint import load_checkpoint, restore
 from bert4rec.data.dataset import TrainingData, load_training_data
 from bert4rec.data.files import EvalSet, Vocab, load_eval_set, load_vocab
-from bert4rec.data.tables import TABLE_FORMATS
+from bert4rec.data.tables import OWN_ID_FORMATS
 from bert4rec.errors import UserError
 from bert4rec.models import SequentialRecommender, build_model, config_from_dict
 
@@ -91,7 +91,7 @@ def read_catalogue(data_dir: Path, vocab: Vocab) -> Catalogue:
             item, _original, genres, _decade, title = line.split("\t")
             titles[int(item)] = (title, genres)
     movielens = stats.get("format") in ("ml-1m", "ml-100k", "ml-20m") or "original ids from" in ids.get("item_ids", "")
-    own = "the ids of the input file" + ("" if stats.get("format") in TABLE_FORMATS else
+    own = "the ids of the input file" + ("" if stats.get("format") in OWN_ID_FORMATS else
                                          " (no id map given to gen_data_fin.py)")
     ids_are = "MovieLens ids" if movielens else own
     return Catalogue(vocab.original_ids[: vocab.num_items + 1], user_original, titles, ids_are,
