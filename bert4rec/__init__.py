@@ -10,5 +10,6 @@ from bert4rec.cpu import configure_cpu_environment
 CPU_SETTINGS = configure_cpu_environment()
 
 from bert4rec.api import Dataset, Run, fit, load_run  # noqa: E402  (after the CPU settings)
+from bert4rec.errors import UserError  # noqa: E402
 
-__all__ = ["CPU_SETTINGS", "Dataset", "Run", "fit", "load_run"]
+__all__ = ["CPU_SETTINGS", "Dataset", "Run", "UserError", "fit", "load_run"]

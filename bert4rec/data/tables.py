@@ -269,7 +269,7 @@ def parse_times(source: Source, column: str) -> tuple[np.ndarray, int, str]:
             if len(bad):
                 raise UserError(f"{source.where(int(bad[0]), column)}: {text.iloc[int(bad[0])]!r} is neither an "
                                 "epoch timestamp nor an ISO-8601 date/time")
-            ms = stamps.to_numpy().astype("datetime64[ms]").astype(np.int64)
+            ms = ((stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)).to_numpy(dtype=np.int64)
             return ms, 1000, "dates and times (ISO-8601)"
     seconds = _numbers(source, column, "time")
     if np.array_equal(seconds, np.round(seconds)) and np.abs(seconds).max(initial=0) < 2**53:
