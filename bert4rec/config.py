@@ -96,6 +96,11 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.MODEL, **asdict(self)}
 
+    def with_data(self, data: Any, source: str, vocab_path: str) -> ModelConfig:
+        """This config completed from the training data (``TrainingData``): the vocabulary size, and whatever
+        else a model takes from the data (SASRecF: the vocabularies of an item table's features)."""
+        return self.with_vocab(data.vocab.size, source, vocab_path)
+
     def with_vocab(self, size: int, source: str, vocab_path: str) -> ModelConfig:
         """This config with ``vocab_size`` resolved from the data (``auto``) or checked against it."""
         if self.vocab_size == AUTO:

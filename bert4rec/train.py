@@ -251,7 +251,7 @@ def run_training(opts: TrainOptions, config: ModelConfig, rank: int, world: int,
     """Everything of ``train`` after the flags are checked and the run folder is ours."""
     is_main = rank == 0
     data = load_training_data(opts.vocab_path, opts.train_path, opts.valid_path, opts.test_path, opts.max_len)
-    config = config.with_vocab(data.vocab.size, str(opts.config_path), str(opts.vocab_path))
+    config = config.with_data(data, str(opts.config_path), str(opts.vocab_path))
     config.check_run(opts.max_len, str(opts.config_path))
     paddle.seed(opts.seed)
     model = build_model(config, kernels=opts.kernels, max_len=opts.max_len)

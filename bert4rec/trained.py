@@ -17,6 +17,7 @@ import numpy as np
 from bert4rec.checkpoint import load_checkpoint, restore
 from bert4rec.data.dataset import TrainingData, load_training_data
 from bert4rec.data.files import EvalSet, Vocab, load_eval_set, load_vocab
+from bert4rec.data.item_table import ITEM_TABLE_FILE, parse_item_table_file
 from bert4rec.data.tables import OWN_ID_FORMATS
 from bert4rec.errors import UserError
 from bert4rec.models import SequentialRecommender, build_model, config_from_dict
@@ -86,7 +87,13 @@ def read_catalogue(data_dir: Path, vocab: Vocab) -> Catalogue:
     ids = stats.get("ids_and_metadata") or {}
     titles: dict[int, tuple[str, str]] = {}
     features = data_dir / "item_features.txt"
-    if features.is_file():
+    table = data_dir / ITEM_TABLE_FILE
+    if table.is_file():
+        names, values = parse_item_table_file(table, vocab.num_items)
+        first = next(iter(values.values()), None)
+        titles = {item: (title, "|".join(first[item]) if first else "") for item, title in enumerate(names)
+                  if item and (title or (first and first[item]))}
+    elif features.is_file():
         for line in features.read_text(encoding="utf-8").splitlines():
             item, _original, genres, _decade, title = line.split("\t")
             titles[int(item)] = (title, genres)
@@ -95,7 +102,8 @@ def read_catalogue(data_dir: Path, vocab: Vocab) -> Catalogue:
                                          " (no id map given to gen_data_fin.py)")
     ids_are = "MovieLens ids" if movielens else own
     return Catalogue(vocab.original_ids[: vocab.num_items + 1], user_original, titles, ids_are,
-                     ids.get("item_meta") if titles else None, movielens)
+                     (ids.get("item_meta") or (ids.get("item_table") or {}).get("item_table")) if titles else None,
+                     movielens)
 
 
 def _read_json(path: Path) -> dict | None:

@@ -87,6 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="time column: epoch s / ms or ISO-8601 (default: timestamp, time, ts or datetime; "
                     "none found: file order)")
     tb.add_argument("--rating_col", default=None, help="rating column (default: rating, if present)")
+    tb.add_argument("--item_table", type=Path, default=None,
+                    help="item features / titles: CSV / TSV / Parquet / RecBole .item (a RecBole input's <name>.item "
+                    "is used by default) -> item_features.tsv, read by SASRecF's selected_features")
+    tb.add_argument("--item_table_id_col", default=None, help="--item_table's item id column (default: detected)")
+    tb.add_argument("--item_feature_cols", default=None,
+                    help="--item_table's feature columns, comma-separated (default for RecBole: its token and "
+                    "token_seq columns)")
+    tb.add_argument("--item_title_col", default=None, help="--item_table's title column (default: title, "
+                    "movie_title or name)")
+    tb.add_argument("--token_sep", default=None,
+                    help="separator of several values in one feature cell (default '|'; RecBole token_seq: ' ')")
 
     sp = p.add_argument_group("filtering and split")
     sp.add_argument("--min_rating", type=float, default=None,
@@ -168,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
         item_col=args.item_col,
         time_col=args.time_col,
         rating_col=args.rating_col,
+        item_table=args.item_table,
+        item_table_id_col=args.item_table_id_col,
+        item_feature_cols=args.item_feature_cols,
+        item_title_col=args.item_title_col,
+        token_sep=args.token_sep,
         split=args.split,
         test_days=args.test_days,
         valid_days=args.valid_days,

@@ -13,13 +13,13 @@ from conftest import options
 from bert4rec.data import GenerateOptions, generate_dataset
 from bert4rec.errors import UserError
 from bert4rec.models.sasrec import NextItemBatch
-from bert4rec.models.sasrecf import GENRES, SASRecF, SASRecFConfig, feature_tokens, pool
+from bert4rec.models.sasrecf import GENRES, MAX_VALUES, TOKENS, SASRecF, SASRecFConfig, feature_tokens, pool
 from bert4rec.train import train
 
 
 def test_feature_tokens_unknowns_and_caps():
     values = [(), ("Drama", "Comedy"), ("[UNK]",), ("Space Opera", "War"), tuple(GENRES[:12])]
-    tokens = feature_tokens(values, "genre")
+    tokens = feature_tokens(values, TOKENS["genre"], MAX_VALUES["genre"])
     drama, comedy, war = (GENRES.index(g) + 2 for g in ("Drama", "Comedy", "War"))
     assert tokens.shape == (5, 10)
     assert tokens[0].tolist() == [0] * 10  # item 0, [PAD]: no value
@@ -27,7 +27,7 @@ def test_feature_tokens_unknowns_and_caps():
     assert tokens[2, :2].tolist() == [1, 0]  # [UNK]
     assert tokens[3, :3].tolist() == [1, war, 0]  # a genre outside the vocabulary: [UNK]
     assert (tokens[4] > 1).all()  # 12 genres, the first 10 kept
-    assert feature_tokens([(), ("1990s",), ("[UNK]",)], "year")[:, 0].tolist() == [0, 2 + 9, 1]
+    assert feature_tokens([(), ("1990s",), ("[UNK]",)], TOKENS["year"], 1)[:, 0].tolist() == [0, 2 + 9, 1]
 
 
 @pytest.mark.parametrize("mode", ["sum", "mean", "max"])
@@ -52,7 +52,7 @@ def small_model(fusion="concat", features=("genre", "year")):
               "year": [(), ("1990s",), ("1980s",), ("[UNK]",), ("1990s",), ("2000s",)]}
     for f in features:
         rows = values[f] + [()] * 4
-        getattr(model, f"{f}_tokens").set_value(feature_tokens(rows, f))
+        getattr(model, f"{f}_tokens").set_value(feature_tokens(rows, TOKENS[f], MAX_VALUES[f]))
     return model
 
 

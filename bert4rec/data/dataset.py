@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bert4rec.data.files import EvalSet, Vocab, Windows, load_eval_set, load_vocab, load_windows
+from bert4rec.data.item_table import ITEM_TABLE_FILE, parse_item_table_file
 from bert4rec.errors import UserError
 
 SELECTION = {"loo": ("full", "NDCG@10"), "session": ("session", "MRR@20")}  # what validation chooses on
@@ -49,15 +50,28 @@ class TrainingData:
 
     @property
     def features_path(self) -> Path:
-        """item_features.txt (genres, decade per item) when gen_data_fin.py had item metadata."""
+        """item_features.txt (genres, decade per item) when gen_data_fin.py had MovieLens item metadata."""
         return self.train_path.with_name("item_features.txt")
 
+    @property
+    def item_table_path(self) -> Path:
+        """item_features.tsv (any feature columns) when gen_data_fin.py had an item table."""
+        return self.train_path.with_name(ITEM_TABLE_FILE)
+
+    @property
+    def has_fixed_features(self) -> bool:
+        """The features are MovieLens genres and decades (fixed vocabularies), not an item table's columns."""
+        return not self.item_table_path.is_file() and self.features_path.is_file()
+
     def item_features(self) -> dict[str, list[tuple[str, ...]]]:
-        """Per feature (``genre``, ``year``), the tokens of every item id 0..N (item 0, [PAD]: none);
-        a UserError when the data has no item_features.txt."""
+        """Per feature, the values of every item id 0..N (item 0, [PAD]: none): an item table's columns, or
+        ``genre`` and ``year`` from MovieLens metadata; a UserError when the data has neither."""
+        if self.item_table_path.is_file():
+            return parse_item_table_file(self.item_table_path, self.num_items)[1]
         if not self.features_path.is_file():
             raise UserError(f"{self.features_path}: not found; this model needs item features: generate the data "
-                            "with item metadata (a GroupLens zip or folder, or --item_meta with --item_id_map)")
+                            "with item metadata (a GroupLens zip or folder, --item_meta with --item_id_map, or "
+                            "--item_table)")
         genres: list[tuple[str, ...]] = [()] * (self.num_items + 1)
         decades: list[tuple[str, ...]] = [()] * (self.num_items + 1)
         for number, line in enumerate(self.features_path.read_text(encoding="utf-8").splitlines(), start=1):

@@ -23,6 +23,7 @@ import numpy as np
 
 from bert4rec.data.files import SPECIAL_TOKENS, write_rows, write_users, write_vocab
 from bert4rec.data.filters import counts, describe, record, row_filters
+from bert4rec.data.item_table import ITEM_TABLE_FILE, read_item_table
 from bert4rec.data.items import (
     apply_id_map,
     find_item_meta,
@@ -57,9 +58,9 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def expected_files(holdout: str, with_features: bool = False) -> tuple[str, ...]:
+def expected_files(holdout: str, features_file: str | None = None) -> tuple[str, ...]:
     evaluation = ("valid.txt", "test.txt") if holdout == "valid_test" else ("test.txt",)
-    return OUTPUT_FILES + evaluation + (("item_features.txt",) if with_features else ())
+    return OUTPUT_FILES + evaluation + ((features_file,) if features_file else ())
 
 
 SESSION_FILES = ("vocab.txt", "item_counts.txt", "train_sessions.txt", "valid_sessions.txt", "test_sessions.txt",
@@ -108,10 +109,22 @@ def write_sessions(tmp: Path, sessions: SessionData) -> None:
         write_rows(tmp / f"{name}_sessions.txt", [(ids, None), (items, offsets)])
 
 
+def item_table_path(opts: GenerateOptions, raw: RawInput) -> Path | None:
+    """``--item_table``, else the ``<name>.item`` next to a RecBole ``<name>.inter``."""
+    if opts.item_table is not None:
+        return Path(opts.item_table)
+    if raw.format == "recbole" and raw.path is not None:
+        inter = raw.path / raw.member if raw.path.is_dir() else raw.path
+        candidate = inter.with_suffix(".item")
+        return candidate if candidate.is_file() else None
+    return None
+
+
 def original_ids_and_metadata(opts: GenerateOptions, raw: RawInput, seq: SequenceData, log: Callable
-                              ) -> tuple[np.ndarray, np.ndarray, list[str] | None, dict]:
+                              ) -> tuple[np.ndarray, np.ndarray, tuple[str, list[str]] | None, dict]:
     """The original item and user ids written to vocab.txt and users.txt (through the id maps when given),
-    and the lines of item_features.txt when metadata is available (given, or next to the ratings)."""
+    and (file name, lines) of the item features when there are any: ``item_features.tsv`` from an item table,
+    ``item_features.txt`` from MovieLens metadata (given, or next to the ratings)."""
     items, users = seq.item_original, seq.user_original
     info: dict = {"item_ids": "as in the input", "user_ids": "as in the input", "item_meta": None}
     if opts.item_id_map is not None:
@@ -120,6 +133,15 @@ def original_ids_and_metadata(opts: GenerateOptions, raw: RawInput, seq: Sequenc
     if opts.user_id_map is not None:
         users = apply_id_map(users, read_id_map(Path(opts.user_id_map), "user"), Path(opts.user_id_map), "user")
         info["user_ids"] = f"original ids from {opts.user_id_map}"
+    table = item_table_path(opts, raw)
+    if table is not None:
+        lines, counts = read_item_table(table, items, opts.item_table_id_col, opts.feature_columns(),
+                                        opts.item_title_col, opts.token_sep)
+        info.update(item_table=counts)
+        log(f"item table {counts['item_table']}: id {counts['id_column']!r}, title {counts['title_column']!r}, "
+            f"features {counts['feature_columns']}; {counts['items_without_a_row']:,} of {counts['items']:,} items "
+            "have no row")
+        return items, users, (ITEM_TABLE_FILE, lines), info
     if opts.item_meta is not None:
         if raw.format == "seq" and opts.item_id_map is None:
             raise UserError("--item_meta with a 'user item' sequence file needs --item_id_map: its item ids are "
@@ -136,7 +158,7 @@ def original_ids_and_metadata(opts: GenerateOptions, raw: RawInput, seq: Sequenc
     if counts["items_without_metadata"]:
         log(f"warning: {counts['items_without_metadata']:,} of {counts['items']:,} items have no line in {label} "
             "(their features are [UNK])")
-    return items, users, lines, info
+    return items, users, ("item_features.txt", lines), info
 
 
 def is_up_to_date(out_dir: Path, opts: GenerateOptions, fingerprint: str) -> bool:
@@ -294,7 +316,8 @@ def generate_dataset(
             "train_windows": length_stats(np.diff(win_offsets)),
         },
         "masked_per_instance": length_stats(instances.num_masked),
-        **provenance(opts, raw, fingerprint, out_dir, expected_files(opts.holdout, feature_lines is not None)),
+        **provenance(opts, raw, fingerprint, out_dir,
+                     expected_files(opts.holdout, feature_lines[0] if feature_lines else None)),
         "input_file_sha256": sha256_file(raw.path) if raw.path and raw.path.is_file() and raw.member else fingerprint,
         "ids_and_metadata": id_info,
         "sliding_step": step,
@@ -305,7 +328,7 @@ def generate_dataset(
     def write_files(tmp: Path) -> None:
         write_vocab(tmp / "vocab.txt", item_original)
         if feature_lines is not None:
-            (tmp / "item_features.txt").write_text("\n".join(feature_lines) + "\n", encoding="utf-8")
+            (tmp / feature_lines[0]).write_text("\n".join(feature_lines[1]) + "\n", encoding="utf-8")
         write_users(tmp / "users.txt", user_original)
         write_item_counts(tmp / "item_counts.txt", seq.counts)
         with _tqdm(progress, total=len(instances), desc="writing train.txt", unit="inst") as bar:

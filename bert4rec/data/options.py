@@ -75,6 +75,11 @@ class GenerateOptions:
     item_col: str | None = None
     time_col: str | None = None
     rating_col: str | None = None
+    item_table: Path | None = None  # item features / titles: CSV / TSV / Parquet / RecBole .item
+    item_table_id_col: str | None = None  # its item id column (default: detected)
+    item_feature_cols: str | list[str] | None = None  # "a,b": its feature columns (RecBole: token[_seq] columns)
+    item_title_col: str | None = None  # its title column (default: title / movie_title / name)
+    token_sep: str | None = None  # separator of several values in one feature cell (default "|"; RecBole: " ")
     item_meta: Path | None = None    # movies.dat / u.item / movies.csv (default: the one next to the ratings)
     item_id_map: Path | None = None  # "file_id original_id" lines: original (MovieLens) item ids
     user_id_map: Path | None = None  # the same for users
@@ -118,9 +123,13 @@ class GenerateOptions:
             "item_col",
             "time_col",
             "rating_col",
+            "item_table_id_col",
+            "item_feature_cols",
+            "item_title_col",
+            "token_sep",
         )
         extra = {f"{k}_sha256": sha256_file(Path(getattr(self, k))) if getattr(self, k) else None
-                 for k in ("item_meta", "item_id_map", "user_id_map")}
+                 for k in ("item_meta", "item_id_map", "user_id_map", "item_table")}
         return {**{k: getattr(self, k) for k in keys}, **extra}
 
     def validate(self) -> None:
@@ -180,12 +189,20 @@ class GenerateOptions:
             raise bad("num_negatives", "must be >= 1")
         if self.download_md5 is not None and not re.fullmatch(r"[0-9a-fA-F]{32}", self.download_md5):
             raise bad("download_md5", "must be 32 hex digits")
-        for option in ("item_meta", "item_id_map", "user_id_map"):
+        if self.item_table is not None and self.item_meta is not None:
+            raise UserError("--item_table and --item_meta are two sources of item features: give one")
+        for option in ("item_meta", "item_id_map", "user_id_map", "item_table"):
             path = getattr(self, option)
             if path is not None and not Path(path).is_file():
                 raise UserError(f"--{option} {path}: file not found")
         if self.item_meta is not None:
             meta_format(Path(self.item_meta))
+
+    def feature_columns(self) -> list[str] | None:
+        cols = self.item_feature_cols
+        if cols is None:
+            return None
+        return [c.strip() for c in (cols.split(",") if isinstance(cols, str) else cols) if c.strip()] or None
 
     def column_flags(self) -> dict[str, str | None]:
         return {"user": self.user_col, "item": self.item_col, "time": self.time_col, "rating": self.rating_col}

@@ -291,14 +291,14 @@ def describe_source(source: Source, columns: Columns, time_kind: str | None, log
         + (f"; times are {time_kind}" if time_kind else ""))
 
 
-def load_source(raw, sep: str | None, given: dict[str, str | None]) -> tuple[Source, Columns]:
-    """The table of a ``RawInput`` (CSV / TSV / RecBole bytes, Parquet bytes, or a frame) with its columns chosen."""
+def read_columns(raw, sep: str | None, choose: Callable[[list[str]], tuple[list[str], list[str]]]) -> Source:
+    """The columns ``choose(names)`` selects of a ``RawInput`` (CSV / TSV / RecBole bytes, Parquet bytes, or a
+    frame): it returns (columns to read, those to read as strings)."""
     import pyarrow as pa
 
     if raw.table is not None:
-        names = list(raw.table.column_names)
-        columns = pick_columns(names, raw.label, given)
-        return Source(raw.table.select(used_columns(columns)), raw.label, 0, "row"), columns
+        wanted, _ = choose(list(raw.table.column_names))
+        return Source(raw.table.select(wanted), raw.label, 0, "row")
     if raw.format == "parquet":
         import pyarrow.parquet as pq
 
@@ -306,16 +306,28 @@ def load_source(raw, sep: str | None, given: dict[str, str | None]) -> tuple[Sou
             parquet = pq.ParquetFile(pa.BufferReader(raw.data))
         except (pa.ArrowInvalid, OSError) as err:
             raise UserError(f"{raw.label}: not a readable Parquet file ({err})") from None
-        columns = pick_columns(list(parquet.schema_arrow.names), raw.label, given)
-        return Source(parquet.read(columns=used_columns(columns)), raw.label, 0, "row"), columns
+        wanted, _ = choose(list(parquet.schema_arrow.names))
+        return Source(parquet.read(columns=wanted), raw.label, 0, "row")
     names, sep = header_names(raw.data, raw.format, raw.label, sep)
-    columns = pick_columns(names, raw.label, given)
-    twice = [c for c in used_columns(columns) if names.count(c) > 1]
+    wanted, strings = choose(names)
+    twice = [c for c in wanted if names.count(c) > 1]
     if twice:
         raise UserError(f"{raw.label}:1: column {twice[0]!r} appears {names.count(twice[0])} times in the header")
     table = read_delimited(raw.data, raw.label, sep, quoted=raw.format != "recbole", header=names,
-                           string_columns=[columns.user, columns.item], include=used_columns(columns))
-    return Source(table, raw.label, 1), columns
+                           string_columns=strings, include=wanted)
+    return Source(table, raw.label, 1)
+
+
+def load_source(raw, sep: str | None, given: dict[str, str | None]) -> tuple[Source, Columns]:
+    """The interaction table of a ``RawInput`` with its user / item / time / rating columns chosen."""
+    chosen: list[Columns] = []
+
+    def choose(names: list[str]) -> tuple[list[str], list[str]]:
+        chosen.append(pick_columns(names, raw.label, given))
+        return used_columns(chosen[0]), [chosen[0].user, chosen[0].item]
+
+    source = read_columns(raw, sep, choose)
+    return source, chosen[0]
 
 
 def used_columns(columns: Columns) -> list[str]:

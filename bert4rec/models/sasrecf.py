@@ -8,14 +8,18 @@ item's genres, several per item; ``year``: its release decade; both from ``item_
 
 The fused vectors are used at the input *and* by the output layer (RecBole's SASRecF scores with id embeddings
 only): every item is scored with its features, so an item seen rarely in training still gets a meaningful score.
-Features come from fixed vocabularies (every MovieLens genre, the decades 1900s-2020s), so the model's size does
-not depend on the data; an item without metadata, or a genre/decade outside them, has the ``[UNK]`` token. The
-item->token tables are buffers filled by ``prepare(data)``: checkpoints carry them, and recommending or
-exporting needs no data files.
+MovieLens metadata (``item_features.txt``) uses fixed vocabularies (every MovieLens genre, the decades
+1900s-2020s), so the model's size does not depend on the data; an item without metadata, or a genre/decade outside
+them, has the ``[UNK]`` token. Features of an item table (``item_features.tsv``: any column, e.g. RecBole's
+``class``) take their vocabulary and values-per-item from the data at training time (``feature_vocab``, recorded in
+the checkpoint's config). The item->token tables are buffers filled by ``prepare(data)``: checkpoints carry them,
+and recommending or exporting needs no data files.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -25,6 +29,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from bert4rec.data.dataset import TrainingData
+from bert4rec.errors import UserError
 from bert4rec.models.sasrec import SASRec, SASRecConfig
 
 FEATURES = ("genre", "year")
@@ -34,6 +39,7 @@ GENRES = ("Action", "Adventure", "Animation", "Children", "Children's", "Comedy"
 DECADES = tuple(f"{d}s" for d in range(1900, 2030, 10))
 TOKENS = {"genre": GENRES, "year": DECADES}
 MAX_VALUES = {"genre": 10, "year": 1}  # values per item kept (ML-20M has up to 10 genres)
+MAX_WIDTH = 32  # an item table's feature: at most this many values per item
 PAD, UNK = 0, 1  # feature tokens: 0 = no value, 1 = [UNK], 2.. the vocabulary
 POOLING = ("sum", "mean", "max")
 FUSION = ("concat", "sum")
@@ -47,6 +53,8 @@ class SASRecFConfig(SASRecConfig):
     selected_features: tuple[str, ...] | list[str] = ("genre",)
     pooling_mode: str = "sum"
     fusion: str = "concat"
+    feature_vocab: dict[str, list[str]] | None = None  # item-table features: tokens per feature (from the data)
+    feature_width: dict[str, int] | None = None  # item-table features: values kept per item
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "selected_features", tuple(self.selected_features))  # JSON lists -> a tuple
@@ -56,20 +64,44 @@ class SASRecFConfig(SASRecConfig):
         problem = super().problem() or self._choice("pooling_mode", POOLING) or self._choice("fusion", FUSION)
         if problem:
             return problem
-        unknown = [f for f in self.selected_features if f not in FEATURES]
-        if unknown or not self.selected_features or len(set(self.selected_features)) != len(self.selected_features):
-            return f"selected_features: a non-empty list of distinct features from {list(FEATURES)}, got " \
-                   f"{list(self.selected_features)!r}"
+        if not self.selected_features or len(set(self.selected_features)) != len(self.selected_features) or \
+                not all(isinstance(f, str) and f for f in self.selected_features):
+            return f"selected_features: a non-empty list of distinct feature names (MovieLens metadata: " \
+                   f"{list(FEATURES)}; an item table: its feature columns), got {list(self.selected_features)!r}"
         return None
 
+    def with_data(self, data: TrainingData, source: str, vocab_path: str) -> SASRecFConfig:
+        """The vocabulary size, and for an item table's features their vocabularies (most frequent first)."""
+        config = super().with_data(data, source, vocab_path)
+        features = data.item_features()
+        missing = [f for f in self.selected_features if f not in features]
+        if missing:
+            origin = data.features_path if data.has_fixed_features else data.item_table_path
+            raise UserError(f"{source}: selected_features {missing[0]!r} is not a feature of the data (its features "
+                            f"in {origin.name}: {', '.join(features) or 'none'})")
+        if data.has_fixed_features:
+            return config
+        vocab, width = {}, {}
+        for f in self.selected_features:
+            counts = Counter(v for values in features[f] for v in values if v)
+            vocab[f] = sorted(counts, key=lambda token: (-counts[token], token))
+            width[f] = max(1, min(MAX_WIDTH, max((len(v) for v in features[f]), default=1)))
+        return dataclasses.replace(config, feature_vocab=vocab, feature_width=width)
 
-def feature_tokens(values: list[tuple[str, ...]], feature: str) -> np.ndarray:
-    """[items, MAX_VALUES] token ids of one feature (0 = none, 1 = [UNK]) from the items' values."""
-    index = {name: i + 2 for i, name in enumerate(TOKENS[feature])}
-    out = np.zeros((len(values), MAX_VALUES[feature]), dtype=np.int64)
+    def tokens(self, feature: str) -> tuple[str, ...]:
+        return tuple(self.feature_vocab[feature]) if self.feature_vocab else TOKENS[feature]
+
+    def width(self, feature: str) -> int:
+        return self.feature_width[feature] if self.feature_width else MAX_VALUES[feature]
+
+
+def feature_tokens(values: list[tuple[str, ...]], vocabulary: tuple[str, ...], width: int) -> np.ndarray:
+    """[items, width] token ids of one feature (0 = none, 1 = [UNK]) from the items' values."""
+    index = {name: i + 2 for i, name in enumerate(vocabulary)}
+    out = np.zeros((len(values), width), dtype=np.int64)
     for item, names in enumerate(values):
         tokens = [index.get(n, UNK) for n in names if n] if item else []
-        out[item, : min(len(tokens), MAX_VALUES[feature])] = tokens[: MAX_VALUES[feature]]
+        out[item, : min(len(tokens), width)] = tokens[:width]
     return out
 
 
@@ -93,10 +125,10 @@ class SASRecF(SASRec):
         self._table: paddle.Tensor | None = None  # the fused item table of the pass under way
         hidden = config.hidden_size
         self.feature_embeddings = nn.LayerDict({
-            f: nn.Embedding(len(TOKENS[f]) + 2, hidden, weight_attr=self.weight_attr, padding_idx=PAD)
+            f: nn.Embedding(len(config.tokens(f)) + 2, hidden, weight_attr=self.weight_attr, padding_idx=PAD)
             for f in config.selected_features})
         for f in config.selected_features:
-            self.register_buffer(f"{f}_tokens", paddle.zeros([config.vocab_size, MAX_VALUES[f]], dtype="int64"))
+            self.register_buffer(f"{f}_tokens", paddle.zeros([config.vocab_size, config.width(f)], dtype="int64"))
         self.fuse = (nn.Linear(hidden * (1 + len(config.selected_features)), hidden, weight_attr=self.weight_attr)
                      if config.fusion == "concat" else None)
 
@@ -104,7 +136,8 @@ class SASRecF(SASRec):
         features = data.item_features()
         for f in self.config.selected_features:
             values = features[f] + [()] * (self.config.vocab_size - len(features[f]))  # special tokens: none
-            getattr(self, f"{f}_tokens").set_value(feature_tokens(values, f))
+            tokens = feature_tokens(values, self.config.tokens(f), self.config.width(f))
+            getattr(self, f"{f}_tokens").set_value(tokens)
 
     def describe(self) -> str:
         c = self.config
