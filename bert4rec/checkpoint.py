@@ -10,10 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import paddle
-
+from bert4rec.cpu import import_paddle
 from bert4rec.errors import UserError
 from bert4rec.fileio import atomic_path
+
+# the first module of ``bert4rec.trained`` (and of the trainer) to need Paddle: import it without its start-up noise
+paddle = import_paddle()
 
 FORMAT_VERSION = 1
 

@@ -15,14 +15,14 @@ from collections.abc import Callable
 
 import numpy as np
 
+from bert4rec.data.arrays import num_distinct
 from bert4rec.data.interactions import Interactions
 from bert4rec.data.split import duplicate_interactions
 from bert4rec.errors import UserError
 
 
 def counts(inter: Interactions) -> dict[str, int]:
-    return {"interactions": len(inter), "users": int(len(np.unique(inter.users))),
-            "items": int(len(np.unique(inter.items)))}
+    return {"interactions": len(inter), "users": num_distinct(inter.users), "items": num_distinct(inter.items)}
 
 
 def record(name: str, before: dict[str, int], after: dict[str, int], **extra) -> dict:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bert4rec.data.arrays import first_positions, num_distinct, repeated_rows, stable_order, unique_inverse
 from bert4rec.data.interactions import Interactions
 from bert4rec.errors import UserError
 from bert4rec.instances import offsets_from_lengths, ragged_gather
@@ -55,14 +56,9 @@ class SequenceData:
 def duplicate_interactions(inter: Interactions) -> np.ndarray:
     """True for every interaction repeating an earlier line's (user, item, timestamp) exactly (the first stays);
     without a time column, an earlier line's (user, item)."""
-    times = inter.times if inter.has_time else np.zeros(len(inter.users), dtype=np.int64)
-    order = np.lexsort((np.arange(len(inter.users)), times, inter.items, inter.users))
-    u, i, t = inter.users[order], inter.items[order], times[order]
-    repeat = np.zeros(len(order), dtype=bool)
-    repeat[1:] = (u[1:] == u[:-1]) & (i[1:] == i[:-1]) & (t[1:] == t[:-1])
-    out = np.zeros(len(order), dtype=bool)
-    out[order] = repeat
-    return out
+    if inter.has_time:
+        return repeated_rows([inter.users, inter.times, inter.items])
+    return repeated_rows([inter.users, inter.items])
 
 
 def min_user_length(holdout: str) -> int:
@@ -74,8 +70,8 @@ def k_core(users: np.ndarray, items: np.ndarray, min_item_count: int, min_length
     """Which interactions survive removing items with fewer than ``min_item_count`` interactions and users with
     fewer than ``min_length``, again and again until nothing changes (RecBole's ``item_inter_num_interval`` /
     ``user_inter_num_interval``); returns the mask and what each filter removed over all rounds."""
-    _, user_code = np.unique(users, return_inverse=True)
-    _, item_code = np.unique(items, return_inverse=True)
+    _, user_code = unique_inverse(users)
+    _, item_code = unique_inverse(items)
     keep = np.ones(len(users), dtype=bool)
     removed = {"rounds": 0, "interactions_removed_by_item_filter": 0, "items_removed_by_item_filter": 0,
                "interactions_removed_by_user_filter": 0, "users_removed_by_user_filter": 0}
@@ -109,10 +105,12 @@ def build_sequences(inter: Interactions, min_item_count: int, min_length: int) -
             f"{n_raw:,} interactions before): lower --min_item_count / --min_user_len"
         )
     users, items, times = inter.users[keep], inter.items[keep], inter.times[keep]
-    order = np.lexsort((times, users))  # lexsort is stable: ties keep file order
+    order = stable_order(users, times)  # stable: ties keep file order
     users, items = users[order], items[order]
-    user_original, lengths = np.unique(users, return_counts=True)
-    item_uniq, first_idx, inv = np.unique(items, return_index=True, return_inverse=True)
+    user_original, user_code = unique_inverse(users)
+    lengths = np.bincount(user_code, minlength=len(user_original))
+    item_uniq, inv = unique_inverse(items)
+    first_idx = first_positions(inv, len(item_uniq))
     rank = np.empty(len(item_uniq), dtype=np.int64)
     rank[np.argsort(first_idx, kind="stable")] = np.arange(len(item_uniq))
     new_items = (rank[inv] + 1).astype(np.int32)
@@ -130,8 +128,8 @@ def build_sequences(inter: Interactions, min_item_count: int, min_length: int) -
         offsets=offsets_from_lengths(lengths),
         counts=counts,
         num_raw_interactions=n_raw,
-        num_raw_users=int(len(np.unique(inter.users))),
-        num_raw_items=int(len(np.unique(inter.items))),
+        num_raw_users=num_distinct(inter.users),
+        num_raw_items=num_distinct(inter.items),
         removed_by_item_filter=removed["interactions_removed_by_item_filter"],
         items_removed_by_item_filter=removed["items_removed_by_item_filter"],
         dropped_short_users=removed["users_removed_by_user_filter"],
