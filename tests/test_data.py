@@ -207,7 +207,38 @@ def test_negatives_exclude_user_items_and_are_distinct(tmp_path, synthetic):
             assert not everything & set(neg)
 
 
-def test_negative_sampling_follows_popularity():
+@pytest.fixture(params=["keys", "rejection"])
+def sampler(request, monkeypatch):
+    """Both negative samplers (the rejection one is used above KEYS_LIMIT users x items)."""
+    import bert4rec.data.negatives as negatives
+
+    monkeypatch.setattr(negatives, "KEYS_LIMIT", 10**18 if request.param == "keys" else 0)
+    return request.param
+
+
+def test_both_samplers_draw_the_exact_sequential_distribution(sampler, monkeypatch):
+    """P(first = i, second = j) = w_i / W * w_j / (W - w_i) over the unseen items, for both samplers; users who
+    saw almost everything (the rejection sampler's fallback) too."""
+    import bert4rec.data.negatives as negatives
+
+    monkeypatch.setattr(negatives, "MAX_ROUNDS", 1)
+    counts = np.array([0, 1, 2, 3, 4, 50, 60])  # items 5 and 6 dominate; user rows see them
+    n_users = 30000
+    items = np.tile(np.array([5, 6], dtype=np.int32), n_users)
+    offsets = np.arange(0, 2 * n_users + 1, 2, dtype=np.int64)
+    neg = sample_popular_negatives(items, offsets, counts, 2, np.random.default_rng(3))
+    assert not np.isin(neg, [5, 6]).any() and (neg[:, 0] != neg[:, 1]).all()
+    w = {i: float(counts[i]) for i in (1, 2, 3, 4)}
+    total = sum(w.values())
+    for i in w:
+        for j in w:
+            if i != j:
+                p = w[i] / total * w[j] / (total - w[i])
+                got = np.mean((neg[:, 0] == i) & (neg[:, 1] == j))
+                assert abs(got - p) < 4 * np.sqrt(p * (1 - p) / n_users) + 1e-3, (sampler, i, j, got, p)
+
+
+def test_negative_sampling_follows_popularity(sampler):
     rng = np.random.default_rng(0)
     n_items, n_users = 50, 20000
     counts = np.concatenate([[0], rng.integers(1, 200, size=n_items)])
@@ -227,7 +258,7 @@ def test_negative_sampling_follows_popularity():
     assert np.corrcoef(freq, counts[2:])[0, 1] > 0.9
 
 
-def test_negative_sampling_needs_enough_candidates():
+def test_negative_sampling_needs_enough_candidates(sampler):
     counts = np.array([0, 5, 5, 5, 5])
     items = np.array([1, 2], dtype=np.int32)
     with pytest.raises(UserError, match="--num_negatives 3"):

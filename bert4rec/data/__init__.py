@@ -23,10 +23,11 @@ from bert4rec.data.files import (
     load_windows,
 )
 from bert4rec.data.generate import generate_dataset
+from bert4rec.data.negatives import sample_popular_negatives
 from bert4rec.data.options import SPLITS, GenerateOptions
 from bert4rec.data.outdir import check_output_dir
 from bert4rec.data.raw import DEFAULT_DOWNLOAD_URL, DOWNLOAD_URL_ENV, FORMATS, detect_format, download_file
-from bert4rec.data.split import HOLDOUTS, build_sequences, sample_popular_negatives
+from bert4rec.data.split import HOLDOUTS, build_sequences
 from bert4rec.instances import TrainInstances
 
 __all__ = [

@@ -32,6 +32,7 @@ from bert4rec.data.items import (
     parse_item_meta,
     read_id_map,
 )
+from bert4rec.data.negatives import sample_popular_negatives
 from bert4rec.data.options import GenerateOptions, sha256_file
 from bert4rec.data.outdir import check_output_dir
 from bert4rec.data.raw import RawInput, parse_interactions, read_raw, resolve_raw_path
@@ -40,7 +41,6 @@ from bert4rec.data.split import (
     SequenceData,
     build_sequences,
     min_user_length,
-    sample_popular_negatives,
     split_leave_one_out,
 )
 from bert4rec.data.tables import OWN_ID_FORMATS
