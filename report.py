@@ -1,48 +1,16 @@
 #!/usr/bin/env python
-"""Compare finished runs of any models in one Markdown table and one PNG.
+"""Compare finished runs of any models in one Markdown table and one PNG: ``python report.py --help``.
 
-    python report.py checkpoints/bert_config_ml-1m_64_d01 checkpoints/sasrec_config_ml-1m [--output report.md]
-
-Writes ``report.md`` (every test metric, both protocols, training minutes, steps, CPU; the popularity baseline
-and, on ML-1M, the published numbers) and ``report.png`` beside it (validation FULL NDCG@10 against training
-minutes for every run).
+The code is ``bert4rec/cli/report.py``; installed with pip the same tool is ``bert4rec-report``. This script runs it
+from the checkout without installing anything.
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the checkout's bert4rec, installed or not
 
-import bert4rec  # noqa: E402,F401  (CPU settings before Paddle loads)
-from bert4rec.errors import UserError, run_cli  # noqa: E402
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        raise UserError(f"report.py: {message} (see --help)")
-
-
-def main() -> int:
-    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", type=Path, help="run folders (trainrec.py --CHECKPOINTS)")
-    p.add_argument("--output", type=Path, default=Path("report.md"), help="Markdown file (default: report.md)")
-    args = p.parse_args()
-    if args.output.suffix.lower() != ".md":
-        raise UserError(f"--output {args.output}: expected a .md file (the PNG is written beside it)")
-    if args.output.is_dir():
-        raise UserError(f"--output {args.output}: is a folder")
-    from bert4rec.cpu import import_paddle
-
-    import_paddle()
-    from bert4rec.report import write_report
-
-    markdown, png = write_report(args.runs, args.output)
-    print(f"wrote {markdown} and {png}")
-    return 0
-
+from bert4rec.cli.report import main  # noqa: E402,F401
 
 if __name__ == "__main__":
-    run_cli(main)
+    sys.exit(main())
