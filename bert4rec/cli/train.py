@@ -25,7 +25,7 @@ from pathlib import Path
 
 import bert4rec  # noqa: F401  (CPU settings before Paddle loads)
 from bert4rec.cli._common import command_name, exit_code
-from bert4rec.config import DEFAULT_TRAIN_STEPS, TrainOptions
+from bert4rec.config import DEFAULT_TRAIN_STEPS, TrainOptions, data_paths
 from bert4rec.errors import UserError
 from bert4rec.paths import config_dir, project_root
 
@@ -117,23 +117,18 @@ def options_from_args(args: argparse.Namespace) -> TrainOptions:
     if args.config_path is None:
         raise UserError(f"{command()}: --CONFIG_PATH is required outside a source checkout (no bundled configs; "
                         "the repository's bert_train/ has them)")
-    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
-    sessions = (data_dir / "train_sessions.txt").exists()  # --split date data: the session protocol
-    names = ("train_sessions.txt", "valid_sessions.txt", "test_sessions.txt") if sessions else \
-        ("train.txt", "valid.txt", "test.txt")
+    paths = data_paths(Path(args.data_dir) if args.data_dir else default_data_dir())
     valid = args.validation_data_dir
-    if valid is None:
-        valid_path = data_dir / names[1]
-        valid_path = valid_path if valid_path.exists() or not (data_dir / names[0]).exists() else None
-    else:
-        valid_path = None if valid.lower() == "none" else Path(valid)
+    if valid is not None:
+        paths["valid_path"] = None if valid.lower() == "none" else Path(valid)
+    for key, given in (("train_path", args.train_data_dir), ("test_path", args.test_data_dir),
+                       ("vocab_path", args.vocab_path)):
+        if given:
+            paths[key] = Path(given)
     config = Path(args.config_path)
     return TrainOptions(
         config_path=config,
-        train_path=Path(args.train_data_dir) if args.train_data_dir else data_dir / names[0],
-        valid_path=valid_path,
-        test_path=Path(args.test_data_dir) if args.test_data_dir else data_dir / names[2],
-        vocab_path=Path(args.vocab_path) if args.vocab_path else data_dir / "vocab.txt",
+        **paths,
         checkpoints=Path(args.checkpoints) if args.checkpoints else project_root() / "checkpoints" / config.stem,
         batch_size=args.batch_size, lr=args.lr_rate, warmup_steps=args.warmup_steps,
         weight_decay=args.weight_decay, max_len=args.max_len, num_train_steps=args.num_train_steps,

@@ -15,8 +15,8 @@ from bert4rec.data.tables import OWN_ID_FORMATS
 from bert4rec.errors import UserError
 from bert4rec.fileio import file_digest
 from bert4rec.instances import sliding_step
+from bert4rec.paths import project_root
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SPLITS = ("loo", "date")
 
 
@@ -91,10 +91,10 @@ class GenerateOptions:
         return self.data_name or default_data_name(self.raw_path)
 
     def resolved_output_dir(self) -> Path:
-        return Path(self.output_dir) if self.output_dir else REPO_ROOT / "data" / self.name
+        return Path(self.output_dir) if self.output_dir else project_root() / "data" / self.name
 
     def resolved_raw_dir(self) -> Path:
-        return Path(self.raw_dir) if self.raw_dir else REPO_ROOT / "data" / "raw"
+        return Path(self.raw_dir) if self.raw_dir else project_root() / "data" / "raw"
 
     def generation_options(self) -> dict:
         """Options that determine the output (compared to decide whether a re-run is a no-op)."""
