@@ -149,7 +149,18 @@ def test_imports_print_nothing(statement, tmp_path):
     assert (proc.stdout, proc.stderr) == ("", "")
 
 
-@pytest.mark.parametrize("script", ["trainrec.py", "tune.py", "report.py", "export.py"])
+def test_installed_gen_turns_a_csv_into_data_under_the_working_directory(site, tmp_path):
+    rows = "".join(f"user{u},item{(u * 7 + k) % 30},{1_600_000_000 + k}\n" for u in range(20) for k in range(8))
+    (tmp_path / "clicks.csv").write_text("user_id,item_id,timestamp\n" + rows)
+    proc = run([sys.executable, str(site / "bin" / "bert4rec-gen"), "--raw_path", "clicks.csv", "--min_item_count",
+                "1", "--num_negatives", "5", "--no_progress"], cwd=tmp_path, pythonpath=site)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "data" / "clicks" / "users.txt").read_text().splitlines()[0] == "1\tuser0"
+    proc = run([sys.executable, str(site / "bin" / "bert4rec-recommend"), "--help"], cwd=tmp_path, pythonpath=site)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: bert4rec-recommend ")
+
+
+@pytest.mark.parametrize("script", ["trainrec.py", "tune.py", "report.py", "export.py", "recommend.py"])
 def test_the_checkout_scripts_still_answer(script, tmp_path):
     proc = run([sys.executable, str(REPO / script), "--help"], cwd=tmp_path, pythonpath=None)
     assert proc.returncode == 0, proc.stderr
