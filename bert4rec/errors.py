@@ -25,6 +25,13 @@ class EnvironmentFailure(UserError):
     exit_code = EXIT_ENVIRONMENT
 
 
+class TrainingDiverged(UserError):
+    """The loss stopped being a finite number: the run stops (exit 3), the last good checkpoint is kept, and a
+    tuning trial that diverges is marked failed, never best."""
+
+    exit_code = EXIT_ENVIRONMENT
+
+
 def os_failure(err: OSError, path: object = None) -> EnvironmentFailure:
     """An ``OSError`` as one line naming the path and the cause (e.g. ``No space left on device``)."""
     where = err.filename if err.filename is not None else path

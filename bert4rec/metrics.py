@@ -2,7 +2,8 @@
 
 Everything is computed from one number per user: ``rank`` = how many competing candidates score at least as
 high as the target (0 = the target is first). Counting ties against the target means a model that scores
-everything equally gets the worst rank, not the best. With one relevant item per user, HR@k = Recall@k and
+everything equally gets the worst rank, not the best; a NaN score (a diverged model) counts against the target
+too, so NaN ranks the target last. With one relevant item per user, HR@k = Recall@k and
 Precision@k = HR@k / k (RecBole's definitions).
 """
 
@@ -21,7 +22,9 @@ def target_ranks(scores: np.ndarray, target_scores: np.ndarray, candidate_mask: 
     ``scores`` [U, C] holds the competitors only (never the target); ``candidate_mask`` [U, C] marks which
     entries compete (False = excluded, e.g. items already in the user's history).
     """
-    beats = scores >= target_scores[:, None]
+    # a NaN compares false with everything: counted as beating the target (a NaN target loses to every
+    # competitor), so a scorer that returns NaN can never look good
+    beats = (scores >= target_scores[:, None]) | np.isnan(scores) | np.isnan(target_scores)[:, None]
     if candidate_mask is not None:
         beats &= candidate_mask
     return beats.sum(axis=1)

@@ -39,7 +39,7 @@ from bert4rec.checkpoint import load_checkpoint, restore, save_checkpoint
 from bert4rec.config import DEFAULT_TRAIN_STEPS, FLAGS, ModelConfig, TrainOptions
 from bert4rec.cpu import describe_machine
 from bert4rec.data.dataset import TrainingData, is_session_data, load_training_data, protocol_metrics
-from bert4rec.errors import EnvironmentFailure, UserError
+from bert4rec.errors import EnvironmentFailure, TrainingDiverged, UserError
 from bert4rec.fileio import atomic_write_text
 from bert4rec.models import SequentialRecommender, build_model, config_from_dict, load_config
 from bert4rec.reporting import EventLog, results_table, validation_summary
@@ -98,13 +98,18 @@ def total_steps_for(opts: TrainOptions, num_examples: int) -> int:
 
 
 def train_step(net, optimizer, batch, lr: float) -> float:
-    """One optimisation step on one batch (``net``: a model or its DataParallel wrapper); returns the loss."""
+    """One optimisation step on one batch (``net``: a model or its DataParallel wrapper); returns the loss.
+    A loss that is not a finite number raises ``TrainingDiverged`` before the weights are touched."""
     optimizer.set_lr(lr)
     loss = net(batch)
+    value = float(loss)
+    if not math.isfinite(value):
+        optimizer.clear_grad()
+        raise TrainingDiverged(f"the training loss became {value}")
     loss.backward()
     optimizer.step()
     optimizer.clear_grad()
-    return float(loss)
+    return value
 
 
 # --------------------------------------------------------------------------------------------- set-up
@@ -347,7 +352,16 @@ def run_training(opts: TrainOptions, config: ModelConfig, rank: int, world: int,
                 rng = np.random.default_rng([opts.seed, state.epoch, state.batch_in_epoch, rank, 2])
                 batch = batches.collate(examples, global_batch[rank::world], rng)
                 lr = learning_rate(state.step, opts, total_steps)
-                loss_value = train_step(train_model, optimizer, batch, lr)
+                try:
+                    loss_value = train_step(train_model, optimizer, batch, lr)
+                except TrainingDiverged as err:
+                    progress.close()
+                    last = opts.checkpoints / "last.pdparams"
+                    kept = (f"{last} (step {load_checkpoint(last)['state']['step']}) is the last good checkpoint"
+                            if last.exists() else "no checkpoint was written before it")
+                    raise TrainingDiverged(f"{err} at step {state.step + 1} (lr {lr:.3g}): the run diverged and "
+                                           f"stops; {kept}. Lower --LR_RATE, raise --WARMUP_STEPS or keep "
+                                           "--CLIP_NORM on") from None
                 state.step += 1
                 state.batch_in_epoch += 1
                 seen = batch.num_sequences if ordered else len(global_batch)  # events of a step

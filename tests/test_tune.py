@@ -235,3 +235,51 @@ def test_baseline_first_runs_the_untuned_values_first(planted, tmp_path):
     refused = tune(tmp_path, data_dir, "--params_file", str(tmp_path / "hyper.test"), "--algo", "random",
                    "--max_evals", "2", "--baseline_first", "--study_name", "other")  # LR 5e-3 default is 2e-3
     assert refused.returncode == 2 and "the untuned value of learning_rate (0.002) is not among" in refused.stderr
+
+
+def fake_search(tmp_path, text: str, algo: str, max_evals: int, monkeypatch, ran: list):
+    """A Search whose trials do not train: the objective is a function of the values (recorded in ``ran``)."""
+    import bert4rec.tuning.search as search_module
+    from bert4rec.tuning.search import Search
+
+    (tmp_path / "hyper.test").write_text(text)
+    params = parse_space(tmp_path / "hyper.test", SASRecConfig)
+
+    def run_trial(trial, search):
+        values = {p.name: search_module.suggest(trial, p) for p in search.params}
+        ran.append(tuple(sorted(values.items())))
+        return float(sum(v for v in values.values() if isinstance(v, int | float)))
+
+    monkeypatch.setattr(search_module, "run_trial", run_trial)
+    return Search(params, SASRecConfig(), None, algo, max_evals, f"sqlite:///{tmp_path / 'tune.db'}",  # type: ignore[arg-type]
+                  "s", tmp_path / "hyper.test")
+
+
+@pytest.mark.parametrize("algo", ["random", "bayes"])
+def test_a_second_worker_or_a_restart_does_not_replay_the_first_workers_draws(tmp_path, monkeypatch, algo):
+    from bert4rec.tuning.search import work
+
+    ran: list = []
+    first = fake_search(tmp_path, "learning_rate uniform 0.0001,0.01\nhidden_dropout_prob uniform 0.1,0.5\n",
+                        algo, 3, monkeypatch, ran)
+    work(first)  # worker 1 (or the run before a restart): 3 trials
+    second = fake_search(tmp_path, "learning_rate uniform 0.0001,0.01\nhidden_dropout_prob uniform 0.1,0.5\n",
+                         algo, 6, monkeypatch, ran)
+    work(second)  # a worker started with the same --seed on the same study
+    assert len(ran) == 6 and len(set(ran)) == 6
+
+
+def test_random_and_bayes_never_repeat_a_point_of_a_finite_space(tmp_path, monkeypatch):
+    from bert4rec.tuning.search import open_study, tpe_startup_trials, work
+
+    for algo in ("random", "bayes"):
+        ran: list = []
+        (tmp_path / algo).mkdir()
+        search = fake_search(tmp_path / algo, "learning_rate choice [0.001, 0.002, 0.004]\n"
+                             "num_hidden_layers choice [1, 2]\n", algo, 10, monkeypatch, ran)
+        work(search)
+        assert sorted(ran) == sorted(set(ran)) and len(ran) == 6, (algo, ran)  # all 6 points, each once
+        study = open_study(search)
+        discarded = [t for t in study.trials if "duplicate_of" in t.user_attrs]
+        assert all(t.state == optuna.trial.TrialState.FAIL for t in discarded)
+    assert tpe_startup_trials(6) == 2 and tpe_startup_trials(100) == 10 and tpe_startup_trials(3) == 2

@@ -1,7 +1,13 @@
 """The search itself, on Optuna: one study in a storage every worker shares, one normal training run per trial.
 
 * Samplers: ``exhaustive`` enqueues every grid point once when the study is created and workers take them from
-  the queue (a storage-level pop: two workers never run the same point); ``random`` and ``bayes`` (TPE) sample.
+  the queue (a storage-level pop: two workers never run the same point); ``random`` and ``bayes`` (TPE) sample,
+  with a sampler seeded by (``--seed``, trial number) for every trial, so parallel workers and restarts never
+  replay each other's draws and a search is reproducible trial by trial. TPE starts with ``tpe_startup_trials``
+  random trials (a third of ``--max_evals``, 2 to 10) instead of Optuna's fixed 10. On an all-``choice`` space a
+  set of values already tried is never run again: random draws among the untried points, a repeat proposed by
+  TPE is discarded (failed, marked ``duplicate_of``) and drawn again, and the search ends when every point is
+  tried.
 * The objective is the validation FULL NDCG@10 of the trial's best checkpoint (session data: MRR@20); each
   validation is reported to a median pruner, which stops a trial whose curve falls below the median of the
   earlier trials at the same step (``--pruner none``: every trial runs its whole budget).
@@ -13,9 +19,11 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
+import random
 import socket
 import time
 from dataclasses import dataclass
@@ -96,11 +104,26 @@ def space_signature(search: Search) -> str:
                        "algo": search.algo, "model": search.config.MODEL}, sort_keys=True, default=str)
 
 
+def tpe_startup_trials(max_evals: int) -> int:
+    """Random trials before TPE models the results: a third of the budget, 2 to 10."""
+    return max(2, min(10, max_evals // 3))
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """The sampler seed of trial ``number``: distinct per trial, the same whichever worker runs it."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{number}".encode()).digest()[:4], "little")
+
+
+def make_sampler(search: Search, seed: int) -> optuna.samplers.BaseSampler:
+    if search.algo == "bayes":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=tpe_startup_trials(search.max_evals))
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
 def open_study(search: Search) -> optuna.Study:
     """The study (created on first use, with the grid enqueued for ``exhaustive``); a study of the same name
     with another search space is refused."""
-    sampler = {"bayes": optuna.samplers.TPESampler(seed=search.seed)}.get(
-        search.algo, optuna.samplers.RandomSampler(seed=search.seed))
+    sampler = make_sampler(search, search.seed)
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0) if search.pruner == "median"
               else optuna.pruners.NopPruner())
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -184,6 +207,29 @@ def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
+def repeats_a_tried_point(trial: optuna.Trial, search: Search, study: optuna.Study) -> bool:
+    """TPE proposed values already tried: the trial is discarded (failed, ``duplicate_of``) before any training;
+    after 20 discarded proposals in a row the next trial is a random untried point, none left ends the search."""
+    values = encode(search.params, {p.name: suggest(trial, p) for p in search.params})
+    earlier = [t for t in study.get_trials(deepcopy=False, states=(*FINISHED, optuna.trial.TrialState.RUNNING))
+               if t.number != trial.number and t.params == values]
+    if not earlier:
+        return False
+    trial.set_user_attr("duplicate_of", earlier[0].number)
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    recent = study.get_trials(deepcopy=False)[-20:]
+    if len(recent) == 20 and all("duplicate_of" in t.user_attrs for t in recent):
+        point = next_untried(search, study, finite_points(search) or [])
+        if point is None:
+            raise SearchComplete
+        study.enqueue_trial(point)
+    return True
+
+
+class SearchComplete(Exception):
+    """Every point of a finite space is tried."""
+
+
 def run_trial(trial: optuna.Trial, search: Search) -> float:
     """One normal training run with the trial's values; returns its objective (or raises TrialPruned)."""
     from bert4rec.train import train
@@ -224,6 +270,30 @@ def run_trial(trial: optuna.Trial, search: Search) -> float:
     return float(results["valid"][protocol][metric])
 
 
+def finite_points(search: Search) -> list[dict[str, Any]] | None:
+    """Every point of an all-``choice`` space (encoded as stored), or None when the space is continuous."""
+    if search.algo == "exhaustive" or any(p.kind != "choice" for p in search.params):
+        return None
+    return [encode(search.params, point) for point in grid(search.params, str(search.params_file))]
+
+
+def tried_points(study: optuna.Study) -> list[dict[str, Any]]:
+    """The values of every trial that ran, runs or waits (not the discarded duplicates nor failures)."""
+    states = (*FINISHED, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+    return [t.params or t.system_attrs.get("fixed_params", {}) for t in study.get_trials(deepcopy=False,
+                                                                                        states=states)]
+
+
+def next_untried(search: Search, study: optuna.Study, points: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A random point not tried yet (seeded by the study's size: reproducible), or None when all are."""
+    tried = {json.dumps(t, sort_keys=True) for t in tried_points(study)}
+    left = [pt for pt in points if json.dumps(pt, sort_keys=True) not in tried]
+    if not left:
+        return None
+    rng = random.Random(trial_seed(search.seed, len(study.get_trials(deepcopy=False))))
+    return rng.choice(left)
+
+
 def work(search: Search, on_trial=None) -> int:
     """Run trials of the study until it has ``max_evals`` finished ones (or the grid is done); returns how many
     this worker ran. Every worker (process or machine) runs this loop against the shared storage; the trials of
@@ -234,15 +304,29 @@ def work(search: Search, on_trial=None) -> int:
         if search.algo == "exhaustive" and not study.get_trials(deepcopy=False,
                                                                  states=(optuna.trial.TrialState.WAITING,)):
             break
+        points = finite_points(search)
+        if points is not None and search.algo == "random" and not study.get_trials(
+                deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+            point = next_untried(search, study, points)
+            if point is None:
+                print(f"every one of the {len(points)} points of the space is tried: the search is complete")
+                break
+            study.enqueue_trial(point)
         trial = study.ask()
+        study.sampler = make_sampler(search, trial_seed(search.seed, trial.number))
         if search.algo == "exhaustive" and not trial.user_attrs.get("grid_point"):
             study.tell(trial, state=optuna.trial.TrialState.FAIL)  # the queue emptied meanwhile: no extra point
             break
         trial.set_user_attr("worker", worker_tag())
         try:
+            if points is not None and search.algo == "bayes" and repeats_a_tried_point(trial, search, study):
+                continue
             value = run_trial(trial, search)
         except optuna.TrialPruned:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        except SearchComplete:
+            print("every point of the space is tried: the search is complete")
+            break
         except KeyboardInterrupt:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             requeue(study, trial)
