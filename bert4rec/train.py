@@ -21,8 +21,10 @@ resuming replays exactly the batches and dropout masks an uninterrupted run woul
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import shutil
 import signal
 import sys
 import time
@@ -40,7 +42,7 @@ from bert4rec.config import DEFAULT_TRAIN_STEPS, FLAGS, ModelConfig, TrainOption
 from bert4rec.cpu import describe_machine
 from bert4rec.data.dataset import TrainingData, is_session_data, load_training_data, protocol_metrics
 from bert4rec.errors import EnvironmentFailure, TrainingDiverged, UserError
-from bert4rec.fileio import atomic_write_text
+from bert4rec.fileio import atomic_write_text, file_digest
 from bert4rec.models import SequentialRecommender, build_model, config_from_dict, load_config
 from bert4rec.reporting import EventLog, results_table, validation_summary
 from bert4rec.rundir import check_run_dir, claim_run_dir
@@ -221,10 +223,40 @@ def validate_options(opts: TrainOptions) -> ModelConfig:
     return config
 
 
-def resume(opts: TrainOptions, model: SequentialRecommender, optimizer, config: ModelConfig) -> TrainState:
+def data_fingerprint(opts: TrainOptions) -> str:
+    """What a resumed run must share with the run it continues besides the flags: the data (vocabulary and
+    evaluation files, whose histories are every user's whole sequence)."""
+    digest = hashlib.sha256()
+    for path in (opts.vocab_path, opts.test_path, opts.valid_path):
+        if path is not None and Path(path).is_file():
+            digest.update(file_digest(Path(path), "sha256").encode())
+    return digest.hexdigest()
+
+
+def carry_best_weights(opts: TrainOptions, best_step: int) -> None:
+    """The weights chosen on validation so far must be in the run folder when a run resumes: taken from next to
+    ``--INIT_CHECKPOINT`` when it lives in another folder, else the resume is refused (the run would end by
+    testing weights nobody selected)."""
+    if best_step <= 0:
+        return
+    here = opts.checkpoints / "best.pdparams"
+    for candidate in (here, Path(opts.init_checkpoint).parent / "best.pdparams"):
+        if candidate.is_file() and load_checkpoint(candidate)["state"].get("step") == best_step:
+            if candidate != here:
+                shutil.copyfile(candidate, here)
+            return
+    raise UserError(f"{opts.init_checkpoint}: the run's best weights (step {best_step}) are neither in "
+                    f"{here} nor next to the checkpoint; resume in the run folder that holds its best.pdparams")
+
+
+def resume(opts: TrainOptions, model: SequentialRecommender, optimizer, config: ModelConfig, data_id: str
+           ) -> TrainState:
     """The trainer state of ``--INIT_CHECKPOINT``, its weights and optimizer state loaded into ``model``; the
-    checkpoint must come from the same model config and the same training flags."""
+    checkpoint must come from the same model config, the same training flags and the same data."""
     payload = load_checkpoint(opts.init_checkpoint)
+    if (payload.get("options") or {}).get("data", data_id) != data_id:
+        raise UserError(f"{opts.init_checkpoint}: the run was trained on other data than {opts.vocab_path.parent} "
+                        "(its vocabulary or evaluation files differ); resume on the data it started with")
     if config_from_dict(payload["config"], str(opts.init_checkpoint)) != config:
         raise UserError(f"{opts.init_checkpoint}: checkpoint was trained with a different model config than "
                         f"{opts.config_path}")
@@ -233,7 +265,9 @@ def resume(opts: TrainOptions, model: SequentialRecommender, optimizer, config: 
         if name in recorded and recorded[name] != value:
             raise UserError(f"{opts.init_checkpoint}: the run was started with {FLAGS[name]} {recorded[name]}, "
                             f"not {value}; resume with the same flags, or start a new run in another --CHECKPOINTS")
-    return TrainState(**restore(payload, model, optimizer))
+    state = TrainState(**restore(payload, model, optimizer))
+    carry_best_weights(opts, state.best_step)
+    return state
 
 
 # -------------------------------------------------------------------------------------------- training
@@ -257,6 +291,7 @@ def run_training(opts: TrainOptions, config: ModelConfig, rank: int, world: int,
     is_main = rank == 0
     data = load_training_data(opts.vocab_path, opts.train_path, opts.valid_path, opts.test_path, opts.max_len)
     config = config.with_data(data, str(opts.config_path), str(opts.vocab_path))
+    data_id = data_fingerprint(opts)
     config.check_run(opts.max_len, str(opts.config_path))
     paddle.seed(opts.seed)
     model = build_model(config, kernels=opts.kernels, max_len=opts.max_len)
@@ -268,7 +303,7 @@ def run_training(opts: TrainOptions, config: ModelConfig, rank: int, world: int,
     optimizer = make_optimizer(model, opts) if model.trainable else None
     state = TrainState()
     if opts.init_checkpoint is not None:
-        state = resume(opts, model, optimizer, config)
+        state = resume(opts, model, optimizer, config, data_id)
         model.load_training_state(state.model_runtime)
         log.cut_after(state.step)  # the steps after the checkpoint are run (and logged) again
         if is_main:
@@ -282,7 +317,7 @@ def run_training(opts: TrainOptions, config: ModelConfig, rank: int, world: int,
         state.model_runtime = model.training_state()
         try:
             save_checkpoint(path, model, optimizer if with_optimizer else None, asdict(state), config.to_dict(),
-                            opts.resume_options())
+                            {**opts.resume_options(), "data": data_id})
         except OSError as err:  # disk full...: the temp file is gone, the previous checkpoint untouched
             kept = f"; the previous {name} is intact" if path.exists() else ""
             raise EnvironmentFailure(f"{path}: cannot save the checkpoint ({err.strerror}){kept}") from None
@@ -413,7 +448,10 @@ def finish(opts: TrainOptions, model: SequentialRecommender, data: TrainingData,
            state: TrainState, log: EventLog, wall_seconds: float) -> dict:
     """Restore the selected weights, score the test set once, write results.json and print the table."""
     best_path = opts.checkpoints / "best.pdparams"
-    if data.has_validation and best_path.exists():
+    if data.has_validation and state.best_step > 0:
+        if not best_path.exists():
+            raise UserError(f"{best_path}: the weights chosen on validation (step {state.best_step}) are missing; "
+                            "the run cannot be tested with other weights")
         restore(load_checkpoint(best_path), model, rng=False)
         selected = state.best_step
     else:

@@ -54,3 +54,37 @@ def test_a_diverging_run_stops_with_exit_3_and_keeps_its_last_good_checkpoint(pl
     assert not (opts.checkpoints / "results.json").exists()
     calls["n"] = 0
     assert exit_code(lambda: train(options(root, data_dir, "diverged_cli", num_train_steps=40, eval_every=10))) == 3
+
+
+def test_resume_carries_the_best_weights_and_refuses_other_data(planted, tmp_path):
+    from conftest import write_planted_sequences
+
+    from bert4rec.data import GenerateOptions, generate_dataset
+    from bert4rec.errors import UserError
+    from bert4rec.train import train
+
+    root, data_dir = planted
+    flags = dict(num_train_steps=40, eval_every=10)
+    with pytest.raises(KeyboardInterrupt):
+        train(options(root, data_dir, "resume_a", stop_at_step=25, **flags))
+    first = root / "resume_a"
+    whole = train(options(root, data_dir, "resume_whole", **flags))
+    # resumed into another folder: the best weights come along, the result is the uninterrupted run's
+    moved = train(options(root, data_dir, "resume_b", init_checkpoint=first / "last.pdparams",
+                          config_path=first.parent / "resume_a.json", **flags))
+    assert moved["best_step"] == whole["best_step"] and moved["test"] == whole["test"]
+    assert (root / "resume_b" / "best.pdparams").is_file()
+    # without them nowhere: refused instead of testing the last weights
+    (first / "best.pdparams").unlink()
+    with pytest.raises(UserError, match=r"the run's best weights \(step \d+\) are neither in"):
+        train(options(root, data_dir, "resume_c", init_checkpoint=first / "last.pdparams",
+                      config_path=first.parent / "resume_a.json", **flags))
+    # other data: refused
+    other = tmp_path / "seq.txt"
+    write_planted_sequences(other, seed=1)
+    generate_dataset(GenerateOptions(raw_path=other, format="seq", output_dir=tmp_path / "data", max_seq_length=50,
+                                     dupe_factor=3, min_item_count=1, num_negatives=20), progress=False,
+                     log=lambda *a: None)
+    with pytest.raises(UserError, match="was trained on other data"):
+        train(options(root, tmp_path / "data", "resume_a", init_checkpoint=first / "last.pdparams",
+                      config_path=first.parent / "resume_a.json", **flags))
