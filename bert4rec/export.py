@@ -56,8 +56,9 @@ class TopKScorer(nn.Layer):
                                      axis=1, reduce="assign")
         scores = paddle.where(seen > 0, paddle.full_like(scores, NEVER), scores)
         scores = paddle.concat([paddle.full_like(scores[:, :1], NEVER), scores[:, 1:]], axis=1)  # never [PAD]
-        values, items = paddle.topk(scores, k=self.k, axis=1)
-        return items, values
+        # a stable descending sort, not topk: equal scores rank the smaller item id first, as recommend.py does
+        items = paddle.argsort(scores, axis=1, descending=True, stable=True)[:, : self.k]
+        return items, paddle.take_along_axis(scores, items, axis=1)
 
 
 def export_run(run: TrainedRun, output: Path, k: int) -> dict:

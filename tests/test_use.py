@@ -139,15 +139,22 @@ def test_report_numbers_equal_the_results_files(sasrec_run, tmp_path):
     assert "published" not in text  # not ML-1M: no published rows
 
 
-@pytest.mark.parametrize("model", ["SASRec", "BERT4Rec"])
+@pytest.mark.parametrize("model", ["SASRec", "BERT4Rec", "MostPop"])
 def test_the_exported_model_answers_like_the_trained_one(sasrec_run, planted, tmp_path, model):
+    """The same items in the same order, ties included (MostPop's counts tie often: the smaller id first), for
+    histories longer than the model reads too (all of it excluded)."""
     from bert4rec.export import Predictor
 
     run_dir = sasrec_run
+    root, data_dir = planted
     if model == "BERT4Rec":
-        root, data_dir = planted
         train(options(root, data_dir, "use_bert_export", num_train_steps=30, eval_every=30))
         run_dir = root / "use_bert_export"
+    elif model == "MostPop":
+        config = root / "use_pop_export.json"
+        config.write_text('{"model": "MostPop"}')
+        train(options(root, data_dir, "use_pop_export", config_path=config))
+        run_dir = root / "use_pop_export"
     proc = cli("export.py", "--CHECKPOINTS", str(run_dir), "--output", str(tmp_path / "exported"), "--k", "7")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert {"model.json", "model.pdiparams", "export.json", "items.txt"} <= {p.name for p in
@@ -155,7 +162,13 @@ def test_the_exported_model_answers_like_the_trained_one(sasrec_run, planted, tm
     run = load_run(run_dir)
     test = run.test_set()
     histories = [list(test.user_history(i)) for i in range(0, len(test), 7)]
+    rng = np.random.default_rng(0)
+    histories += [rng.permutation(np.arange(1, 61))[:52].tolist() for _ in range(4)]  # > max_history, 8 items left
+    assert max(len(h) for h in histories) > run.model.max_history()
     expected_items, expected_scores = top_k(run.model.predict(histories), histories, 7)
+    if model == "MostPop":
+        ties = [len(set(row.tolist())) < len(row) for row in np.round(expected_scores, 6)]
+        assert sum(ties) > len(histories) // 2  # the case that used to differ
     items, scores = Predictor(tmp_path / "exported").recommend(histories)
     assert np.array_equal(items, expected_items)
     np.testing.assert_allclose(scores, expected_scores, atol=1e-4, rtol=1e-4)
