@@ -96,6 +96,10 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.MODEL, **asdict(self)}
 
+    def training_files(self, opts: TrainOptions, sessions: bool) -> list[tuple[str, Path]]:
+        """(flag, path) of the files this model trains on beyond the shared ones (checked before any work)."""
+        return []
+
     def with_data(self, data: Any, source: str, vocab_path: str) -> ModelConfig:
         """This config completed from the training data (``TrainingData``): the vocabulary size, and whatever
         else a model takes from the data (SASRecF: the vocabularies of an item table's features)."""

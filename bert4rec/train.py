@@ -36,7 +36,6 @@ import numpy as np
 import paddle
 from tqdm import tqdm
 
-from bert4rec.batches import epoch_batches
 from bert4rec.checkpoint import load_checkpoint, restore, save_checkpoint
 from bert4rec.config import DEFAULT_TRAIN_STEPS, FLAGS, ModelConfig, TrainOptions
 from bert4rec.cpu import describe_machine
@@ -63,6 +62,8 @@ class TrainState:
     train_seconds: float = 0.0
     sequences: int = 0
     finished: bool = False
+    stopped_by: str = ""  # why the run ended: "steps", "patience", "max_minutes" or "no training"
+    final_lr: float | None = None  # the learning rate of the last step (0 only when the linear decay ran out)
     model_runtime: dict | None = None  # what the model carries between batches (``model.training_state()``)
 
 
@@ -210,10 +211,7 @@ def validate_options(opts: TrainOptions) -> ModelConfig:
     windows = opts.train_path if sessions else opts.train_path.with_name("train_windows.txt")
     required = [("--VOCAB_PATH", opts.vocab_path), ("--TEST_DATA_DIR", opts.test_path),
                 ("--TRAIN_DATA_DIR", windows)]
-    if opts.masking == "fixed" and config.MODEL == "BERT4Rec":
-        if sessions:
-            raise UserError("--MASKING fixed reads train.txt, which --split date data does not have; use dynamic")
-        required.append(("--TRAIN_DATA_DIR", opts.train_path))
+    required += config.training_files(opts, sessions)
     for flag, path in required:
         if not Path(path).is_file():
             raise UserError(f"{flag} {path}: file not found {GENERATE_HINT}")
@@ -356,11 +354,11 @@ def run_training(opts: TrainOptions, config: ModelConfig, rank: int, world: int,
     if opts.init_checkpoint is None:
         model.prepare(data)  # a resumed run restores it with the weights
     if not model.trainable:
-        state.finished = True
+        state.finished, state.stopped_by = True, "no training"
         run_validation()
         return finish(opts, model, data, config, state, log, time.time() - started_wall) if is_main else {}
 
-    ordered = hasattr(batches, "order")  # batches that run in their own fixed order (session-parallel)
+    ordered = batches.carries_state  # steps in their own fixed order, carrying state (session-parallel)
     if world > 1 and ordered:
         raise UserError(f"{config.MODEL} on this data trains in a fixed order of steps that carry state from one to "
                         "the next: run it in one process (./train.sh -local y)")
@@ -376,11 +374,7 @@ def run_training(opts: TrainOptions, config: ModelConfig, rank: int, world: int,
         while state.step < total_steps and not state.finished:
             examples = batches.examples(state.epoch)
             epoch_rng = np.random.default_rng([opts.seed, state.epoch])
-            if ordered:
-                order = batches.order(examples, epoch_rng)
-            else:
-                order = epoch_batches(examples.lengths, opts.batch_size, epoch_rng, bucket=opts.bucket,
-                                      min_size=world)
+            order = batches.order(examples, epoch_rng, opts.batch_size, opts.bucket, world)
             while state.batch_in_epoch < len(order) and state.step < total_steps:
                 step_start = time.perf_counter()
                 global_batch = order[state.batch_in_epoch]
@@ -399,6 +393,7 @@ def run_training(opts: TrainOptions, config: ModelConfig, rank: int, world: int,
                                            "--CLIP_NORM on") from None
                 state.step += 1
                 state.batch_in_epoch += 1
+                state.final_lr = lr
                 seen = batch.num_sequences if ordered else len(global_batch)  # events of a step
                 state.sequences += seen
                 state.train_seconds += time.perf_counter() - step_start
@@ -416,13 +411,13 @@ def run_training(opts: TrainOptions, config: ModelConfig, rank: int, world: int,
                 if state.step % opts.eval_every == 0 or state.step == total_steps or out_of_time:
                     eval_start = time.perf_counter()
                     if run_validation():
-                        state.finished = True
+                        state.finished, state.stopped_by = True, "patience"
                         if is_main:
                             tqdm.write(f"early stop: no validation improvement in {opts.patience} evaluations")
                         break
                     window_start += time.perf_counter() - eval_start
                 if out_of_time:
-                    state.finished = True
+                    state.finished, state.stopped_by = True, "max_minutes"
                     if is_main:
                         tqdm.write(f"time budget of {opts.max_minutes} min reached")
                     break
@@ -472,6 +467,9 @@ def finish(opts: TrainOptions, model: SequentialRecommender, data: TrainingData,
         "train_seconds": round(state.train_seconds, 1),
         "wall_seconds": round(wall_seconds, 1),
         "sequences_seen": state.sequences,
+        "stopped_by": state.stopped_by or "steps",
+        # a run stopped early (--MAX_MINUTES, patience) ends before the learning rate has decayed to 0
+        "final_lr": state.final_lr,
         "machine": {**describe_machine(), "paddle": paddle.__version__},
     }
     if data.has_validation:

@@ -88,3 +88,15 @@ def test_resume_carries_the_best_weights_and_refuses_other_data(planted, tmp_pat
     with pytest.raises(UserError, match="was trained on other data"):
         train(options(root, tmp_path / "data", "resume_a", init_checkpoint=first / "last.pdparams",
                       config_path=first.parent / "resume_a.json", **flags))
+
+
+def test_results_say_why_a_run_stopped_and_where_the_learning_rate_was(planted):
+    from bert4rec.train import train
+
+    root, data_dir = planted
+    whole = train(options(root, data_dir, "stop_steps", num_train_steps=20, eval_every=10, warmup_steps=2))
+    assert whole["stopped_by"] == "steps" and whole["final_lr"] < 5e-3 / 10  # the linear decay's last step
+    timed = train(options(root, data_dir, "stop_minutes", num_train_steps=1000, eval_every=10, warmup_steps=2,
+                          max_minutes=1e-6))
+    assert timed["stopped_by"] == "max_minutes" and timed["steps"] == 1
+    assert timed["final_lr"] > 1e-3  # stopped long before the decay: results.json says so

@@ -27,7 +27,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-from bert4rec.batches import pad_rows
+from bert4rec.batches import epoch_batches, pad_rows
 from bert4rec.config import ModelConfig
 from bert4rec.data.files import items_in_vocab
 from bert4rec.errors import UserError
@@ -47,14 +47,24 @@ class Examples(Protocol):
     def __len__(self) -> int: ...
 
 
-class TrainingBatches(Protocol):
-    """How a model turns the training data into batches; every random choice comes from the ``rng`` given."""
+class TrainingBatches:
+    """How a model turns the training data into batches (the base of every model's batch maker); every random
+    choice comes from the ``rng`` given. The trainer asks for an epoch's examples, the order of its batches and
+    each batch, and names no model."""
 
     num_examples: int
+    carries_state: ClassVar[bool] = False  # steps carry state to the next (one process, the order given)
 
-    def examples(self, epoch: int) -> Examples: ...
+    def examples(self, epoch: int) -> Examples:
+        raise NotImplementedError
 
-    def collate(self, examples: Examples, idx: np.ndarray, rng: np.random.Generator) -> Any: ...
+    def order(self, examples: Examples, rng: np.random.Generator, batch_size: int, bucket: bool,
+              min_size: int) -> list[np.ndarray]:
+        """The example indices of each batch of an epoch: shuffled, length-bucketed batches by default."""
+        return epoch_batches(examples.lengths, batch_size, rng, bucket=bucket, min_size=min_size)
+
+    def collate(self, examples: Examples, idx: np.ndarray, rng: np.random.Generator) -> Any:
+        raise NotImplementedError
 
 
 def truncated_normal(std: float) -> paddle.ParamAttr:

@@ -14,6 +14,7 @@ the loss's bias + softmax cross-entropy run as fused kernels.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -26,7 +27,7 @@ from bert4rec.data.files import load_train_instances
 from bert4rec.errors import UserError
 from bert4rec.fused_ops import bias_act_layernorm
 from bert4rec.instances import TrainInstances, mask_windows
-from bert4rec.models.base import full_softmax_cross_entropy, last_positions
+from bert4rec.models.base import TrainingBatches, full_softmax_cross_entropy, last_positions
 from bert4rec.models.transformer import TransformerConfig, TransformerRecommender, activation
 
 
@@ -42,6 +43,14 @@ class BERT4RecConfig(TransformerConfig):
 
     def problem(self) -> str | None:
         return super().problem() or self._choice("loss", ("ce",))
+
+    def training_files(self, opts, sessions: bool) -> list[tuple[str, Path]]:
+        """``--MASKING fixed`` reads the instances gen_data_fin.py masked once (``train.txt``)."""
+        if opts.masking != "fixed":
+            return []
+        if sessions:
+            raise UserError("--MASKING fixed reads train.txt, which --split date data does not have; use dynamic")
+        return [("--TRAIN_DATA_DIR", Path(opts.train_path))]
 
 
 @dataclass
@@ -69,7 +78,7 @@ def collate_masked(instances: TrainInstances, idx: np.ndarray, pad_to: int | Non
     return MaskedBatch(input_ids, np.concatenate(flat_pos), np.concatenate(flat_lab).astype(np.int64))
 
 
-class MaskedItemBatches:
+class MaskedItemBatches(TrainingBatches):
     """BERT4Rec's training batches: the windows masked afresh each epoch, or train.txt's fixed instances."""
 
     def __init__(self, data: TrainingData, opts: TrainOptions) -> None:

@@ -38,6 +38,7 @@ from bert4rec.data.files import Windows
 from bert4rec.instances import offsets_from_lengths, ragged_gather
 from bert4rec.models.base import (
     SequentialRecommender,
+    TrainingBatches,
     full_softmax_cross_entropy,
     last_positions,
     truncated_normal,
@@ -158,8 +159,10 @@ class PopularityNegatives:
         return np.searchsorted(self.cumulative, rng.random(self.n), side="right").clip(max=len(self.cumulative) - 1) + 1
 
 
-class SessionParallelBatches:
+class SessionParallelBatches(TrainingBatches):
     """Session data: one step of every slot per batch, the steps in their order (no shuffling of steps)."""
+
+    carries_state = True
 
     def __init__(self, data: TrainingData, opts: TrainOptions, config: GRU4RecConfig) -> None:
         self.sessions, self.slots, self.seed = data.sessions, opts.batch_size, opts.seed
@@ -174,7 +177,8 @@ class SessionParallelBatches:
     def examples(self, epoch: int) -> Schedule:
         return self._first if epoch == 0 else self._schedule(epoch)
 
-    def order(self, examples: Schedule, rng: np.random.Generator) -> list[np.ndarray]:
+    def order(self, examples: Schedule, rng: np.random.Generator, batch_size: int = 0, bucket: bool = False,
+              min_size: int = 1) -> list[np.ndarray]:
         return [np.array([s]) for s in range(len(examples))]
 
     def collate(self, examples: Schedule, idx: np.ndarray, rng: np.random.Generator) -> SessionStep:
@@ -183,7 +187,7 @@ class SessionParallelBatches:
                            self.negatives.draw(rng))
 
 
-class SequenceBatches:
+class SequenceBatches(TrainingBatches):
     """Leave-one-out data: every window of >= 2 items, the next item at every position (as SASRec)."""
 
     def __init__(self, data: TrainingData, config: GRU4RecConfig) -> None:

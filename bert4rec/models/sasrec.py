@@ -34,7 +34,7 @@ from bert4rec.data.dataset import TrainingData
 from bert4rec.data.files import Windows
 from bert4rec.errors import UserError
 from bert4rec.instances import offsets_from_lengths, ragged_gather
-from bert4rec.models.base import full_softmax_cross_entropy, last_positions
+from bert4rec.models.base import TrainingBatches, full_softmax_cross_entropy, last_positions
 from bert4rec.models.transformer import TransformerConfig, TransformerRecommender
 
 LOSSES = ("ce", "bce", "bpr", "sampled_ce")
@@ -111,7 +111,7 @@ def collate_next_items(windows: Windows, idx: np.ndarray, pad_to: int | None = N
                          np.concatenate([w[1:] for w in chosen]).astype(np.int64))
 
 
-class NextItemBatches:
+class NextItemBatches(TrainingBatches):
     """SASRec's training batches: every window of >= 2 items, its next-item targets, negatives by loss."""
 
     def __init__(self, data: TrainingData, config: SASRecConfig) -> None:
