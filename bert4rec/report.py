@@ -44,6 +44,23 @@ class Run:
         d = self.results.get("data") or {}
         return f"{d.get('dataset', '?')}, {d.get('holdout', '?')}, {d.get('num_users', 0):,} users"
 
+    def leakage(self) -> str:
+        """The data's leakage audit (``stats.json``), as a warning when evaluation targets precede training."""
+        test_path = (self.results.get("options") or {}).get("test_path")
+        stats_path = Path(test_path).with_name("stats.json") if test_path else None
+        try:
+            audit = json.loads(stats_path.read_text(encoding="utf-8")).get("leakage") if stats_path else None
+        except (OSError, ValueError):
+            audit = None
+        if not audit:
+            return "not audited"
+        before = audit.get("eval_targets_before_train_end")
+        if before is None:
+            return "no timestamps"
+        if before == 0:
+            return "none"
+        return f"WARNING: {before:,} of {audit.get('eval_targets', 0):,} targets precede training's end"
+
     def cpu(self) -> str:
         machine = self.results.get("machine") or {}
         return f"{machine['cpu']}, {machine.get('cores', '?')} cores" if "cpu" in machine else "not recorded"
@@ -86,18 +103,20 @@ def _cells(metrics: dict, columns: tuple[str, ...] = COLUMNS) -> list[str]:
 
 def session_table(runs: list[Run], baselines: dict[str, dict]) -> str:
     """Runs on session data (``--split date``): every next event of every test session."""
-    head = ["run", "model", "config", "data", *SESSION_COLUMNS, "predictions", "training min", "steps (best)", "CPU"]
+    head = ["run", "model", "config", "data", *SESSION_COLUMNS, "predictions", "training min", "steps (best)", "CPU",
+            "leakage"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for run in runs:
         r, m = run.results, run.results["test"]["session"]
         lines.append("| " + " | ".join([run.label, r.get("model", "?"), run.config_name(), run.data(),
                                          *_cells(m, SESSION_COLUMNS), f"{m.get('predictions', 0):,}",
                                          f"{r.get('train_seconds', 0) / 60:.1f}",
-                                         f"{r.get('steps', '?'):,} ({r.get('best_step', '?'):,})", run.cpu()]) + " |")
+                                         f"{r.get('steps', '?'):,} ({r.get('best_step', '?'):,})", run.cpu(),
+                                         run.leakage()]) + " |")
     for dataset, metrics in baselines.items():
         if "session" in metrics:
             lines.append("| " + " | ".join(["popularity baseline", "MostPop", "training-part counts", dataset,
-                                             *_cells(metrics["session"], SESSION_COLUMNS), "–", "0", "–", "–"])
+                                             *_cells(metrics["session"], SESSION_COLUMNS), "–", "0", "–", "–", "–"])
                          + " |")
     return "\n".join(lines)
 
@@ -105,7 +124,7 @@ def session_table(runs: list[Run], baselines: dict[str, dict]) -> str:
 def table(runs: list[Run], baselines: dict[str, dict]) -> str:
     """The Markdown table of leave-one-out runs: every run under both protocols, the popularity baseline of each
     dataset, and the published ML-1M rows when the runs are on ML-1M (``write_report`` passes only those)."""
-    head = ["run", "model", "config", "data", "protocol", *COLUMNS, "training min", "steps (best)", "CPU"]
+    head = ["run", "model", "config", "data", "protocol", *COLUMNS, "training min", "steps (best)", "CPU", "leakage"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for run in runs:
         r = run.results
@@ -113,15 +132,16 @@ def table(runs: list[Run], baselines: dict[str, dict]) -> str:
             lines.append("| " + " | ".join([
                 run.label, r.get("model", "?"), run.config_name(), run.data(), protocol.upper(),
                 *_cells(r["test"].get(protocol) or {}), f"{r.get('train_seconds', 0) / 60:.1f}",
-                f"{r.get('steps', '?'):,} ({r.get('best_step', '?'):,})", run.cpu()]) + " |")
+                f"{r.get('steps', '?'):,} ({r.get('best_step', '?'):,})", run.cpu(), run.leakage()]) + " |")
     for dataset, metrics in baselines.items():
         for protocol in ("full", "pop100"):
             lines.append("| " + " | ".join(["popularity baseline", "MostPop", "training-part counts", dataset,
-                                             protocol.upper(), *_cells(metrics[protocol]), "0", "–", "–"]) + " |")
+                                             protocol.upper(), *_cells(metrics[protocol]), "0", "–", "–", "–"])
+                         + " |")
     if any((r.results.get("data") or {}).get("num_items") == ML1M_ITEMS for r in runs):
         for name, protocol, metrics in PUBLISHED:
             lines.append("| " + " | ".join(["published", name, "–", "ML-1M", protocol, *_cells(metrics), "–", "–",
-                                             "–"]) + " |")
+                                             "–", "–"]) + " |")
     return "\n".join(lines)
 
 
@@ -175,7 +195,9 @@ def write_report(run_dirs: list[Path], output: Path) -> tuple[Path, Path]:
             "Test metrics of every user, each run's checkpoint chosen on validation FULL NDCG@10 and tested once; "
             "FULL ranks the target among all items (history excluded), POP100 among 100 popularity-sampled "
             f"negatives. FULL also has Recall@10 = HR@10 and Precision@10 = HR@10 / 10 ({', '.join(FULL_METRICS)} "
-            "in results.json).\n\n" + "\n\n".join(parts)
+            "in results.json). *leakage*: the data's audit (`stats.json`): how many evaluation targets are earlier "
+            "than the last training event (leave-one-out splits per user, not by time, so it is rarely none).\n\n"
+            + "\n\n".join(parts)
             + f"\n\n![validation FULL NDCG@10 against training time]({png.name})\n")
     plot(runs, png)
     atomic_write_text(output, text)

@@ -24,7 +24,7 @@ from bert4rec.train import train
 
 def events(rows):
     s, i, t = (np.array(c, dtype=np.int64) for c in zip(*rows, strict=True))
-    return Events(s, i, t)
+    return Events(s, i, t, s)  # one session per user: the session key is the user
 
 
 def test_cleansing_repeats_until_nothing_changes():

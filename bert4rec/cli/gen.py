@@ -27,6 +27,7 @@ from bert4rec.data import (
     GenerateOptions,
     generate_dataset,
 )
+from bert4rec.data.options import DATE_RULES
 from bert4rec.errors import UserError
 
 
@@ -113,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "(GRU4Rec): the last --test_days in test, the --valid_days before in validation")
     sp.add_argument("--test_days", type=float, default=d.test_days, help="--split date: days of the test part")
     sp.add_argument("--valid_days", type=float, default=d.valid_days, help="--split date: days of validation")
+    sp.add_argument("--session_gap", default=d.session_gap,
+                    help="--split date: 'user' (each user's events are one session, the notebook's) or a gap such "
+                    "as 30m, 2h, 1d: a new session after a longer pause")
+    sp.add_argument("--date_rule", default=d.date_rule, choices=DATE_RULES,
+                    help="--split date: global (every event by its own time: nothing evaluated precedes training) "
+                    "or session_end (the notebook's: whole sessions by their last event; leaks)")
+    sp.add_argument("--valid_start", default=None, help="--date_rule global: first day of validation (a date)")
+    sp.add_argument("--test_start", default=None, help="--date_rule global: first day of test (a date)")
     sp.add_argument("--min_session_len", type=int, default=d.min_session_len,
                     help="--split date: shortest session kept (cleansing repeats until nothing changes)")
     sp.add_argument("--drop_duplicates", action="store_true",
@@ -188,6 +197,10 @@ def run(argv: list[str] | None = None) -> int:
         test_days=args.test_days,
         valid_days=args.valid_days,
         min_session_len=args.min_session_len,
+        session_gap=args.session_gap,
+        date_rule=args.date_rule,
+        valid_start=args.valid_start,
+        test_start=args.test_start,
         item_meta=args.item_meta,
         item_id_map=args.item_id_map,
         user_id_map=args.user_id_map,

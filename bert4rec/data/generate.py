@@ -40,6 +40,7 @@ from bert4rec.data.sessions import SessionData, build_sessions
 from bert4rec.data.split import (
     SequenceData,
     build_sequences,
+    leave_one_out_leakage,
     min_user_length,
     split_leave_one_out,
 )
@@ -107,6 +108,17 @@ def write_sessions(tmp: Path, sessions: SessionData) -> None:
     write_item_counts(tmp / "item_counts.txt", sessions.counts)
     for name, (ids, items, offsets) in sessions.parts.items():
         write_rows(tmp / f"{name}_sessions.txt", [(ids, None), (items, offsets)])
+
+
+def describe_leakage(audit: dict) -> str:
+    """The audit as one line (every generated dataset prints it)."""
+    before, total = audit["eval_targets_before_train_end"], audit["eval_targets"]
+    head = "leakage audit: " + ("no evaluation target precedes the last training event" if before == 0 else
+                                f"WARNING: {before:,} of {total:,} evaluation targets precede the last training "
+                                "event" + (f" ({audit['split']})" if "split" in audit else "") if
+                                before is not None else "no timestamps, order only")
+    return (f"{head}; {audit['eval_items_unseen_in_train']:,} evaluation events of items unseen in training "
+            f"removed; {audit['users_in_train_and_test']:,} users in both training and test")
 
 
 def item_table_path(opts: GenerateOptions, raw: RawInput) -> Path | None:
@@ -223,7 +235,9 @@ def generate_dataset(
     t = lap("parse", t)
     if opts.split == "date":
         sessions = build_sessions(inter, raw.format, opts.test_days, opts.valid_days, opts.min_session_len,
-                                  opts.min_item_count)
+                                  opts.min_item_count, opts.session_gap, opts.date_rule, opts.valid_start,
+                                  opts.test_start)
+        log(describe_leakage(sessions.stats["leakage"]))
         stats = {"dataset": opts.name, "split": "date", "num_items": int(len(sessions.item_original)),
                  "vocab_size": int(len(sessions.item_original)) + 1 + len(SPECIAL_TOKENS), **sessions.stats,
                  "duplicate_interactions": num_duplicates,
@@ -237,6 +251,8 @@ def generate_dataset(
                           {"interactions": int(len(seq.items)), "users": seq.num_users, "items": seq.num_items},
                           rounds=seq.filter_rounds))
     log(describe(filters[-1]))
+    leakage = leave_one_out_leakage(seq, opts.holdout)
+    log(describe_leakage(leakage))
     del inter
     (train_items, train_offsets), eval_parts = split_leave_one_out(seq, opts.holdout)
     item_original, user_original, feature_lines, id_info = original_ids_and_metadata(opts, raw, seq, log)
@@ -299,6 +315,7 @@ def generate_dataset(
         "dropped_short_user_interactions": seq.dropped_short_interactions,
         "min_user_interactions": min_len,
         "filters": filters,
+        "leakage": leakage,
         "time_unit": {0: None, 1: "seconds", 1000: "milliseconds"}[time_scale],
         "raw": {
             "num_interactions": seq.num_raw_interactions,

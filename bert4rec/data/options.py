@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bert4rec.data.items import meta_format
 from bert4rec.data.raw import FORMATS
+from bert4rec.data.sessions import parse_gap
 from bert4rec.data.split import HOLDOUTS
 from bert4rec.data.tables import OWN_ID_FORMATS
 from bert4rec.errors import UserError
@@ -18,6 +19,7 @@ from bert4rec.instances import sliding_step
 from bert4rec.paths import project_root
 
 SPLITS = ("loo", "date")
+DATE_RULES = ("global", "session_end")
 
 
 def sha256_file(path: Path) -> str:
@@ -58,6 +60,10 @@ class GenerateOptions:
     test_days: float = 14.0         # --split date
     valid_days: float = 14.0        # --split date
     min_session_len: int = 2        # --split date
+    session_gap: str = "user"       # --split date: "user" (one session per user) or a gap such as 30m, 2h, 1d
+    date_rule: str = "global"       # --split date: global cut times, or session_end (the notebook's, leaky)
+    valid_start: str | None = None  # --split date, global: the first day of validation (default: from valid_days)
+    test_start: str | None = None   # --split date, global: the first day of test (default: from test_days)
     max_seq_length: int = 200
     prop_sliding_window: float = 0.5
     dupe_factor: int = 10
@@ -116,6 +122,10 @@ class GenerateOptions:
             "test_days",
             "valid_days",
             "min_session_len",
+            "session_gap",
+            "date_rule",
+            "valid_start",
+            "test_start",
             "min_rating",
             "min_user_len",
             "sep",
@@ -154,6 +164,11 @@ class GenerateOptions:
         for option in ("test_days", "valid_days"):
             if not finite(getattr(self, option)) or getattr(self, option) <= 0:
                 raise bad(option, "must be a number of days > 0")
+        if self.date_rule not in DATE_RULES:
+            raise bad("date_rule", f"must be one of {', '.join(DATE_RULES)}")
+        parse_gap(self.session_gap)
+        if self.date_rule == "session_end" and (self.valid_start or self.test_start):
+            raise UserError("--valid_start / --test_start are cut dates of --date_rule global")
         if self.min_session_len < 2:
             raise bad("min_session_len", "must be >= 2 (a session needs an event to predict)")
         if self.min_item_count < 1:

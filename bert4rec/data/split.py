@@ -43,6 +43,7 @@ class SequenceData:
     dropped_short_users: int
     dropped_short_interactions: int
     filter_rounds: int = 1
+    times: np.ndarray | None = None  # flat time ticks aligned with ``items`` (None: the input has no time)
 
     @property
     def num_users(self) -> int:
@@ -106,7 +107,7 @@ def build_sequences(inter: Interactions, min_item_count: int, min_length: int) -
         )
     users, items, times = inter.users[keep], inter.items[keep], inter.times[keep]
     order = stable_order(users, times)  # stable: ties keep file order
-    users, items = users[order], items[order]
+    users, items, times = users[order], items[order], times[order]
     user_original, user_code = unique_inverse(users)
     lengths = np.bincount(user_code, minlength=len(user_original))
     item_uniq, inv = unique_inverse(items)
@@ -135,7 +136,28 @@ def build_sequences(inter: Interactions, min_item_count: int, min_length: int) -
         dropped_short_users=removed["users_removed_by_user_filter"],
         dropped_short_interactions=removed["interactions_removed_by_user_filter"],
         filter_rounds=removed["rounds"],
+        times=times if inter.has_time else None,
     )
+
+
+def leave_one_out_leakage(seq: SequenceData, holdout: str) -> dict:
+    """The leakage audit of leave-one-out data (``bert4rec.data.sessions``): held-out targets earlier than the
+    last training event of any user (the split is per user, not by time; None without timestamps), targets whose
+    item no training sequence has, users in training and test (all of them, by construction)."""
+    held = 2 if holdout == "valid_test" else 1
+    ends = seq.offsets[1:]
+    is_target = np.zeros(len(seq.items), dtype=bool)
+    for k in range(1, held + 1):
+        is_target[ends - k] = True
+    trained = np.zeros(seq.num_items + 1, dtype=bool)
+    trained[seq.items[~is_target]] = True
+    before = None
+    if seq.times is not None:
+        train_end = seq.times[~is_target].max(initial=np.iinfo(np.int64).min)
+        before = int((seq.times[is_target] < train_end).sum())
+    return {"eval_targets_before_train_end": before, "eval_targets": int(is_target.sum()),
+            "eval_items_unseen_in_train": int((~trained[seq.items[is_target]]).sum()),
+            "users_in_train_and_test": seq.num_users, "split": "leave-one-out (per user, not by time)"}
 
 
 def drop_last(items: np.ndarray, offsets: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
