@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from bert4rec.data.files import EvalSet
 from bert4rec.errors import UserError
 from bert4rec.trained import Catalogue, TrainedRun, top_k
 
@@ -50,8 +51,8 @@ def history_items(catalogue: Catalogue, histories: Sequence[Sequence[object]], f
     return out
 
 
-def known_histories(run: TrainedRun, rows: Sequence[int]) -> list[list[int]]:
-    test = run.test_set()
+def known_histories(test: EvalSet, rows: Sequence[int]) -> list[list[int]]:
+    """Everything each user of ``rows`` (rows of the test set) is known to have seen: test history and target."""
     return [list(test.user_history(r)) + [int(test.targets[r])] for r in rows]
 
 
@@ -81,20 +82,19 @@ def recommendations(run: TrainedRun, users: Sequence[object] | None = None,
         seen = history_items(catalogue, histories, flags[1])
         labels: list[object] = list(range(len(seen)))
     else:
-        rows = list(range(len(run.test_set()))) if users is None else user_rows(run, catalogue, users, flags[0])
-        seen = known_histories(run, rows)
         test = run.test_set()
+        rows = list(range(len(test))) if users is None else user_rows(run, catalogue, users, flags[0])
+        seen = known_histories(test, rows)
         labels = [catalogue.user_original[int(test.users[r])] for r in rows]
     columns: dict[str, list] = {"user": [], "rank": [], "item": [], "score": []}
     with tqdm(total=len(seen), desc="recommending", unit="user", disable=(not progress) if progress is not None
               else None) as bar:
         for start, items, scores in ranked(run, seen, k):
-            valid = items > 0
-            per_row = valid.sum(axis=1)
-            columns["user"] += np.repeat(np.asarray(labels[start:start + len(items)], dtype=object), per_row).tolist()
-            columns["rank"] += np.concatenate([np.arange(1, n + 1) for n in per_row]).tolist() if len(items) else []
-            columns["item"] += [catalogue.item_original[i] for i in items[valid].tolist()]
-            columns["score"] += scores[valid].astype(np.float64).tolist()
+            row, col = np.nonzero(items > 0)  # padding (item 0) only ever follows the real items of a row
+            columns["user"] += [labels[start + r] for r in row.tolist()]
+            columns["rank"] += (col + 1).tolist()
+            columns["item"] += [catalogue.item_original[i] for i in items[row, col].tolist()]
+            columns["score"] += scores[row, col].astype(np.float64).tolist()
             bar.update(len(items))
     frame = pd.DataFrame(columns)
     if catalogue.titles:

@@ -75,7 +75,7 @@ def recommend_user(run, args) -> None:
     from bert4rec.recommending import known_histories, recommendations, user_rows
 
     catalogue = run.catalogue()
-    history = known_histories(run, user_rows(run, catalogue, [args.user], "--user"))[0]
+    history = known_histories(run.test_set(), user_rows(run, catalogue, [args.user], "--user"))[0]
     frame = recommendations(run, users=[args.user], k=args.k, progress=False)
     print(f"user {args.user}: {len(history)} items; the last {min(args.last, len(history))}:")
     for item in history[-args.last:] if args.last else []:

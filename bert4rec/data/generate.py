@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bert4rec.data.files import SPECIAL_TOKENS, write_rows, write_users, write_vocab
-from bert4rec.data.filters import counts, describe, record, row_filters
+from bert4rec.data.filters import describe, record, row_filters
 from bert4rec.data.item_table import ITEM_TABLE_FILE, read_item_table
 from bert4rec.data.items import (
     apply_id_map,
@@ -245,8 +245,8 @@ def generate_dataset(
         write_output(out_dir, raw_path, stats, timings, t_start, lambda tmp: write_sessions(tmp, sessions))
         return stats
     min_len = max(opts.min_user_len or 0, min_user_length(opts.holdout))
-    before = counts(inter)
     seq = build_sequences(inter, opts.min_item_count, min_len)
+    before = {"interactions": seq.num_raw_interactions, "users": seq.num_raw_users, "items": seq.num_raw_items}
     filters.append(record(f"k-core (items >= {opts.min_item_count}, users >= {min_len})", before,
                           {"interactions": int(len(seq.items)), "users": seq.num_users, "items": seq.num_items},
                           rounds=seq.filter_rounds))

@@ -30,6 +30,3 @@ class Interactions:
     @property
     def has_time(self) -> bool:
         return self.time_scale > 0
-
-    def user_label(self, user: int) -> str:
-        return str(self.user_labels[user]) if self.user_labels is not None else str(user)

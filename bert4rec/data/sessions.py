@@ -119,7 +119,8 @@ def cut_times(events: Events, test_days: float, valid_days: float, ticks_per_sec
         import pandas as pd
 
         try:
-            stamp = pd.Timestamp(date, tz="UTC") if pd.Timestamp(date).tzinfo is None else pd.Timestamp(date)
+            stamp = pd.Timestamp(date)
+            stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
         except ValueError:
             raise UserError(f"{flag} {date!r}: not a date (e.g. 1998-03-01 or 1998-03-01T12:00)") from None
         return int(stamp.value // 10**9 * ticks_per_second)
@@ -223,11 +224,10 @@ def build_sessions(inter: Interactions, fmt: str, test_days: float, valid_days: 
                             f"items in its {days:g} days); widen --{name}_days or use --split loo")
     out = {}
     for name, e in cleaned.items():
+        # session keys grow with (user, time), so the sorted keys are the sessions in event order
         _, starts, lengths = np.unique(e.sessions, return_index=True, return_counts=True)
-        order_in_file = np.argsort(starts, kind="stable")  # sessions in (user, time) order
-        session_users = e.users[starts[order_in_file]]  # ids of the MovieLens formats; codes of string ids
         items = new_id[np.searchsorted(uniq, e.items)]
-        out[name] = (session_users, items, offsets_from_lengths(lengths[order_in_file]))
+        out[name] = (e.users[starts], items, offsets_from_lengths(lengths))  # users: ids, or codes of string ids
     counts = np.bincount(out["train"][1], minlength=len(item_original) + 1).astype(np.int64)
     audit = leakage_audit(train, {n: cleaned[n] for n in ("valid", "test")}, unseen)
     stats = {"parts": {name: _describe(e, scale) for name, e in cleaned.items()}, "parts_before_cleansing": raw,

@@ -78,20 +78,22 @@ def k_core(users: np.ndarray, items: np.ndarray, min_item_count: int, min_length
                "interactions_removed_by_user_filter": 0, "users_removed_by_user_filter": 0}
     while True:
         removed["rounds"] += 1
-        item_counts = np.bincount(item_code[keep], minlength=item_code.max(initial=-1) + 1)
-        rare = (item_counts > 0) & (item_counts < min_item_count)
-        drop = keep & rare[item_code]
-        removed["interactions_removed_by_item_filter"] += int(drop.sum())
-        removed["items_removed_by_item_filter"] += int(rare.sum())
-        keep &= ~drop
-        user_counts = np.bincount(user_code[keep], minlength=user_code.max(initial=-1) + 1)
-        short = (user_counts > 0) & (user_counts < min_length)
-        drop_users = keep & short[user_code]
-        removed["interactions_removed_by_user_filter"] += int(drop_users.sum())
-        removed["users_removed_by_user_filter"] += int(short.sum())
-        keep &= ~drop_users
-        if not drop.any() and not drop_users.any():
+        changed = False
+        for code, minimum, what in ((item_code, min_item_count, "item"), (user_code, min_length, "user")):
+            drop, groups = _below(code, keep, minimum)
+            removed[f"interactions_removed_by_{what}_filter"] += int(drop.sum())
+            removed[f"{what}s_removed_by_{what}_filter"] += groups
+            keep &= ~drop
+            changed |= bool(drop.any())
+        if not changed:
             return keep, removed
+
+
+def _below(codes: np.ndarray, keep: np.ndarray, minimum: int) -> tuple[np.ndarray, int]:
+    """The kept rows whose code (item or user) has fewer than ``minimum`` kept rows, and how many codes that is."""
+    counts = np.bincount(codes[keep], minlength=codes.max(initial=-1) + 1)
+    short = (counts > 0) & (counts < minimum)
+    return keep & short[codes], int(short.sum())
 
 
 def build_sequences(inter: Interactions, min_item_count: int, min_length: int) -> SequenceData:

@@ -232,13 +232,23 @@ def _numbers(source: Source, column: str, what: str) -> np.ndarray:
     if pa.types.is_integer(values.type) or pa.types.is_floating(values.type):
         out = values.to_numpy(zero_copy_only=False).astype(np.float64)
     else:
-        text = values.to_pandas()
-        out = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
+        out = pd.to_numeric(values.to_pandas(), errors="coerce").to_numpy(dtype=np.float64)
+    return _all_finite(source, column, what, out)
+
+
+def _all_finite(source: Source, column: str, what: str, out: np.ndarray) -> np.ndarray:
+    """``out`` (the column as numbers); the first value that is none (NaN: missing or unparseable) is an error."""
     bad = np.flatnonzero(~np.isfinite(out))
     if len(bad):
         raise UserError(f"{source.where(int(bad[0]), column)}: {what} "
-                        f"{values[int(bad[0])].as_py()!r} is not a number")
+                        f"{source.table.column(column)[int(bad[0])].as_py()!r} is not a number")
     return out
+
+
+def _epoch_ints(ints: np.ndarray) -> tuple[np.ndarray, int, str]:
+    """Integer epoch times: seconds, or milliseconds when they reach ``MS_THRESHOLD``."""
+    scale = 1000 if len(ints) and np.abs(ints).max() >= MS_THRESHOLD else 1
+    return ints, scale, f"integer {TIME_UNITS[scale]}"
 
 
 def parse_times(source: Source, column: str) -> tuple[np.ndarray, int, str]:
@@ -257,10 +267,10 @@ def parse_times(source: Source, column: str) -> tuple[np.ndarray, int, str]:
                         pa.timestamp("ms", tz=getattr(kind, "tz", None)))
         return ticks.cast(pa.int64()).to_numpy(zero_copy_only=False), 1000, "dates and times (ISO-8601)"
     if pa.types.is_integer(kind) and not values.null_count:
-        ints = values.to_numpy(zero_copy_only=False).astype(np.int64)
-        scale = 1000 if len(ints) and np.abs(ints).max() >= MS_THRESHOLD else 1
-        return ints, scale, f"integer {TIME_UNITS[scale]}"
-    if not pa.types.is_floating(kind):
+        return _epoch_ints(values.to_numpy(zero_copy_only=False).astype(np.int64))
+    if pa.types.is_floating(kind):
+        seconds = _numbers(source, column, "time")
+    else:
         text = values.to_pandas()
         numbers = pd.to_numeric(text, errors="coerce")
         if numbers.isna().any() and np.isnan(numbers.iloc[0]):  # the first value says: dates, or numbers
@@ -271,11 +281,9 @@ def parse_times(source: Source, column: str) -> tuple[np.ndarray, int, str]:
                                 "epoch timestamp nor an ISO-8601 date/time")
             ms = ((stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)).to_numpy(dtype=np.int64)
             return ms, 1000, "dates and times (ISO-8601)"
-    seconds = _numbers(source, column, "time")
+        seconds = _all_finite(source, column, "time", numbers.to_numpy(dtype=np.float64))
     if np.array_equal(seconds, np.round(seconds)) and np.abs(seconds).max(initial=0) < 2**53:
-        ints = seconds.astype(np.int64)
-        scale = 1000 if len(ints) and np.abs(ints).max() >= MS_THRESHOLD else 1
-        return ints, scale, f"integer {TIME_UNITS[scale]}"
+        return _epoch_ints(seconds.astype(np.int64))
     if np.abs(seconds).max(initial=0) >= MS_THRESHOLD:
         return np.round(seconds).astype(np.int64), 1000, "fractional epoch milliseconds"
     return np.round(seconds * 1000).astype(np.int64), 1000, "fractional epoch seconds"

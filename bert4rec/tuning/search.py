@@ -207,7 +207,8 @@ def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-def repeats_a_tried_point(trial: optuna.Trial, search: Search, study: optuna.Study) -> bool:
+def repeats_a_tried_point(trial: optuna.Trial, search: Search, study: optuna.Study,
+                          points: list[dict[str, Any]]) -> bool:
     """TPE proposed values already tried: the trial is discarded (failed, ``duplicate_of``) before any training;
     after 20 discarded proposals in a row the next trial is a random untried point, none left ends the search."""
     values = encode(search.params, {p.name: suggest(trial, p) for p in search.params})
@@ -219,7 +220,7 @@ def repeats_a_tried_point(trial: optuna.Trial, search: Search, study: optuna.Stu
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
     recent = study.get_trials(deepcopy=False)[-20:]
     if len(recent) == 20 and all("duplicate_of" in t.user_attrs for t in recent):
-        point = next_untried(search, study, finite_points(search) or [])
+        point = next_untried(search, study, points)
         if point is None:
             raise SearchComplete
         study.enqueue_trial(point)
@@ -299,12 +300,12 @@ def work(search: Search, on_trial=None) -> int:
     this worker ran. Every worker (process or machine) runs this loop against the shared storage; the trials of
     dead processes are recovered by ``tune.py`` before any worker starts."""
     study = open_study(search)
+    points = finite_points(search)
     ran = 0
     while finished_count(study) < search.max_evals:
         if search.algo == "exhaustive" and not study.get_trials(deepcopy=False,
                                                                  states=(optuna.trial.TrialState.WAITING,)):
             break
-        points = finite_points(search)
         if points is not None and search.algo == "random" and not study.get_trials(
                 deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
             point = next_untried(search, study, points)
@@ -319,7 +320,7 @@ def work(search: Search, on_trial=None) -> int:
             break
         trial.set_user_attr("worker", worker_tag())
         try:
-            if points is not None and search.algo == "bayes" and repeats_a_tried_point(trial, search, study):
+            if points is not None and search.algo == "bayes" and repeats_a_tried_point(trial, search, study, points):
                 continue
             value = run_trial(trial, search)
         except optuna.TrialPruned:
