@@ -137,7 +137,8 @@ def load_run(run_dir: str | Path, data_dir: str | Path | None = None, kernels: s
 def fit(data: Dataset | str | Path, config: str | Path, checkpoints: str | Path | None = None,
         progress: bool | None = None, **options: Any) -> Run:
     """Train on ``data`` (a saved ``Dataset``, or a folder the generator wrote), select on validation, test
-    once; ``options`` are ``TrainOptions`` fields (``num_train_steps``, ``eval_every``, ``batch_size``, ...)."""
+    once; ``options`` are ``TrainOptions`` fields (``num_train_steps``, ``eval_every``, ``batch_size``, ...);
+    ``config_overrides={"hidden_dropout_prob": 0.2}`` sets keys of the model config over its JSON file."""
     from bert4rec.config import TrainOptions
     from bert4rec.cpu import import_paddle
 

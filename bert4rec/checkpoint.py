@@ -2,17 +2,24 @@
 
 A checkpoint is a single ``paddle.save`` pickle written atomically (temp file + rename), so an interrupted
 save never corrupts the previous one. Resuming from it continues the run exactly where it stopped: the same
-next batch, the same learning rate, the same dropout randomness.
+next batch, the same learning rate, the same dropout randomness; ``resume`` refuses a checkpoint of another
+config, other training flags or other data, and carries the weights chosen so far on validation.
 """
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from bert4rec.config import FLAGS
 from bert4rec.cpu import import_paddle
 from bert4rec.errors import UserError
-from bert4rec.fileio import atomic_path
+from bert4rec.fileio import atomic_path, file_digest
+
+if TYPE_CHECKING:
+    from bert4rec.config import ModelConfig, TrainOptions
 
 # the first module of ``bert4rec.trained`` (and of the trainer) to need Paddle: import it without its start-up noise
 paddle = import_paddle()
@@ -81,3 +88,54 @@ def restore(payload: dict[str, Any], model, optimizer=None, rng: bool = True) ->
     if rng and payload.get("rng") is not None:
         paddle.set_rng_state(payload["rng"])
     return payload["state"]
+
+
+def data_fingerprint(opts: TrainOptions) -> str:
+    """What a resumed run must share with the run it continues besides the flags: the data (vocabulary and
+    evaluation files, whose histories are every user's whole sequence)."""
+    digest = hashlib.sha256()
+    for path in (opts.vocab_path, opts.test_path, opts.valid_path):
+        if path is not None and Path(path).is_file():
+            digest.update(file_digest(Path(path), "sha256").encode())
+    return digest.hexdigest()
+
+
+def carry_best_weights(opts: TrainOptions, best_step: int) -> None:
+    """The weights chosen on validation so far must be in the run folder when a run resumes: taken from next to
+    ``--INIT_CHECKPOINT`` when it lives in another folder, else the resume is refused (the run would end by
+    testing weights nobody selected)."""
+    if best_step <= 0:
+        return
+    here = opts.checkpoints / "best.pdparams"
+    for candidate in (here, Path(opts.init_checkpoint).parent / "best.pdparams"):
+        if candidate.is_file() and load_checkpoint(candidate)["state"].get("step") == best_step:
+            if candidate != here:
+                shutil.copyfile(candidate, here)
+            return
+    raise UserError(f"{opts.init_checkpoint}: the run's best weights (step {best_step}) are neither in "
+                    f"{here} nor next to the checkpoint; resume in the run folder that holds its best.pdparams")
+
+
+def resume(opts: TrainOptions, model, optimizer, config: ModelConfig, data_id: str) -> dict[str, Any]:
+    """The trainer state of ``--INIT_CHECKPOINT``, its weights and optimizer state loaded into ``model``; the
+    checkpoint must come from the same model config, the same training flags and the same data."""
+    from bert4rec.models import config_from_dict
+
+    payload = load_checkpoint(opts.init_checkpoint)
+    if (payload.get("options") or {}).get("data", data_id) != data_id:
+        raise UserError(f"{opts.init_checkpoint}: the run was trained on other data than {opts.vocab_path.parent} "
+                        "(its vocabulary or evaluation files differ); resume on the data it started with")
+    recorded_config = config_from_dict(payload["config"], str(opts.init_checkpoint))
+    if recorded_config != config:
+        theirs, ours = recorded_config.to_dict(), config.to_dict()
+        changed = ", ".join(f"{k} {theirs.get(k)!r}, not {ours.get(k)!r}" for k in ours if theirs.get(k) != ours[k])
+        raise UserError(f"{opts.init_checkpoint}: checkpoint was trained with a different model config than "
+                        f"{opts.config_path} ({changed})")
+    recorded = payload.get("options") or {}
+    for name, value in opts.resume_options().items():
+        if name in recorded and recorded[name] != value:
+            raise UserError(f"{opts.init_checkpoint}: the run was started with {FLAGS[name]} {recorded[name]}, "
+                            f"not {value}; resume with the same flags, or start a new run in another --CHECKPOINTS")
+    state = restore(payload, model, optimizer)
+    carry_best_weights(opts, state.get("best_step", 0))
+    return state

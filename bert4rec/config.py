@@ -1,5 +1,7 @@
 """Typed configuration: a model's config (``ModelConfig``, from the JSON files in ``bert_train/``) and a training
 run (``TrainOptions``, whose defaults are the measured 1-hour ML-1M recipe; ``trainrec.py`` reads them from here).
+``TrainOptions`` holds only what every model's training shares; what one model alone reads (BERT4Rec's masking)
+is a key of that model's config, which a run can set over the JSON file (``config_overrides``).
 
 A JSON config names its model (``"model": "SASRec"``; without the key it is BERT4Rec, so every config of the
 original release loads unchanged). Keys follow the original BERT4Rec configs for every model (``hidden_size``,
@@ -70,6 +72,13 @@ class ModelConfig:
             value = getattr(self, key)
             if not _is_number(value) or not 0.0 <= value < 1.0:
                 return f"{key}: must be a number in [0, 1), got {value!r}"
+        return None
+
+    def _share(self, key: str, zero: bool) -> str | None:
+        """A share in [0, 1] (``zero``: 0 allowed) or (0, 1]."""
+        value = getattr(self, key)
+        if not _is_number(value) or not (0 <= value <= 1 if zero else 0 < value <= 1):
+            return f"{key}: must be a number in {'[0, 1]' if zero else '(0, 1]'}, got {value!r}"
         return None
 
     def _positive_numbers(self, *keys: str) -> str | None:
@@ -183,11 +192,6 @@ def model_name(raw: dict[str, Any], source: str, known: tuple[str, ...]) -> str:
 DEFAULT_TRAIN_STEPS = 12000  # the measured ML-1M recipe (README): under an hour on 2 CPU cores
 
 
-def for_model(model: str, flag: str, default: Any) -> Any:
-    """A ``TrainOptions`` field that only one model reads (``flag`` names it in messages)."""
-    return field(default=default, metadata={"model": model, "flag": flag})
-
-
 @dataclass
 class TrainOptions:
     """Everything a run depends on; recorded in checkpoints and results.json."""
@@ -211,11 +215,6 @@ class TrainOptions:
     eval_every: int = 500
     patience: int = 10
     eval_batch_size: int = 256
-    # BERT4Rec's masking: dynamic re-masks the windows every epoch; fixed reads the instances of train.txt
-    masking: str = for_model("BERT4Rec", "--MASKING", "dynamic")
-    masked_lm_prob: float = for_model("BERT4Rec", "--MASKED_LM_PROB", 0.2)    # dynamic masking only
-    max_predictions: int = for_model("BERT4Rec", "--MAX_PREDICTIONS", 40)     # dynamic masking only
-    mask_last_prob: float = for_model("BERT4Rec", "--MASK_LAST_PROB", 0.5)    # chance a window's last item is masked
     bucket: bool = True
     clip_norm: float = 5.0             # 0: no clipping
     lr_schedule: str = "linear"        # linear decay to 0 after the warmup, or constant
@@ -223,6 +222,9 @@ class TrainOptions:
     kernels: str = "auto"              # fused CPU kernels (auto/fused) or plain Paddle ops
     progress: bool = True
     stop_at_step: int | None = None   # behave as if interrupted after this step (tests resume)
+    # model config keys set over the JSON of ``config_path`` (``trainrec.py --SET key=value``, BERT4Rec's
+    # ``--MASKING``...): what only one model reads lives in that model's config, never here
+    config_overrides: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def for_data(cls, data_dir: Path, config_path: Path, checkpoints: Path, **options: Any) -> TrainOptions:
@@ -241,14 +243,6 @@ class TrainOptions:
     def resume_options(self) -> dict[str, Any]:
         """The options a checkpoint records: resuming with other values would not continue the same run."""
         return {name: getattr(self, name) for name in RESUME_OPTIONS}
-
-    def model_specific_problem(self, model: str) -> str | None:
-        """A flag set away from its default that the chosen model does not read (e.g. --MASKING for SASRec)."""
-        for f in fields(self):
-            owner = f.metadata.get("model")
-            if owner and owner != model and getattr(self, f.name) != f.default:
-                return f"{f.metadata['flag']} applies to {owner} only, not to {model}"
-        return None
 
 
 DATA_FIELDS = ("config_path", "checkpoints", "train_path", "valid_path", "test_path", "vocab_path")
@@ -272,13 +266,10 @@ def data_paths(data_dir: Path) -> dict[str, Path | None]:
 FLAGS = {
     "config_path": "--CONFIG_PATH", "checkpoints": "--CHECKPOINTS", "batch_size": "--BATCH_SIZE", "lr": "--LR_RATE",
     "warmup_steps": "--WARMUP_STEPS", "weight_decay": "--WEIGHT_DECAY", "max_len": "--MAX_LEN",
-    "num_train_steps": "--NUM_TRAIN_STEPS", "epochs": "--EPOCHS", "seed": "--SEED", "masking": "--MASKING",
-    "masked_lm_prob": "--MASKED_LM_PROB", "max_predictions": "--MAX_PREDICTIONS",
-    "mask_last_prob": "--MASK_LAST_PROB", "bucket": "--no-bucket", "clip_norm": "--CLIP_NORM",
-    "lr_schedule": "--LR_SCHEDULE",
+    "num_train_steps": "--NUM_TRAIN_STEPS", "epochs": "--EPOCHS", "seed": "--SEED",
+    "bucket": "--no-bucket", "clip_norm": "--CLIP_NORM", "lr_schedule": "--LR_SCHEDULE",
 }
 # what a resumed run must share with the run it continues (the budget in minutes, validation frequency,
 # patience and the compute path may change)
 RESUME_OPTIONS = ("batch_size", "lr", "warmup_steps", "weight_decay", "max_len", "num_train_steps", "epochs",
-                  "seed", "masking", "masked_lm_prob", "max_predictions", "mask_last_prob", "bucket", "clip_norm",
-                  "lr_schedule")
+                  "seed", "bucket", "clip_norm", "lr_schedule")

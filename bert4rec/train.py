@@ -21,14 +21,13 @@ resuming replays exactly the batches and dropout masks an uninterrupted run woul
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import shutil
 import signal
 import sys
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,13 +35,13 @@ import numpy as np
 import paddle
 from tqdm import tqdm
 
-from bert4rec.checkpoint import load_checkpoint, restore, save_checkpoint
-from bert4rec.config import DEFAULT_TRAIN_STEPS, FLAGS, ModelConfig, TrainOptions
+from bert4rec.checkpoint import data_fingerprint, load_checkpoint, restore, resume, save_checkpoint
+from bert4rec.config import DEFAULT_TRAIN_STEPS, ModelConfig, TrainOptions
 from bert4rec.cpu import describe_machine
-from bert4rec.data.dataset import TrainingData, is_session_data, load_training_data, protocol_metrics
+from bert4rec.data.dataset import is_session_data, load_training_data, protocol_metrics
 from bert4rec.errors import EnvironmentFailure, TrainingDiverged, UserError
-from bert4rec.fileio import atomic_write_text, file_digest
-from bert4rec.models import SequentialRecommender, build_model, config_from_dict, load_config
+from bert4rec.fileio import atomic_write_text
+from bert4rec.models import build_model, load_config
 from bert4rec.reporting import EventLog, results_table, validation_summary
 from bert4rec.rundir import check_run_dir, claim_run_dir
 
@@ -181,12 +180,6 @@ def option_problems(opts: TrainOptions) -> list[str]:
         (opts.patience >= 1, f"--PATIENCE must be >= 1, got {opts.patience}"),
         (opts.eval_batch_size >= 1, f"--EVAL_BATCH_SIZE must be >= 1, got {opts.eval_batch_size}"),
         (0 <= opts.seed < 2**32, f"--SEED must be in [0, 2^32), got {opts.seed}"),
-        (opts.masking in ("fixed", "dynamic"), f"--MASKING must be fixed or dynamic, got {opts.masking!r}"),
-        (finite(opts.masked_lm_prob) and 0 < opts.masked_lm_prob <= 1,
-         f"--MASKED_LM_PROB must be in (0, 1], got {opts.masked_lm_prob}"),
-        (opts.max_predictions >= 1, f"--MAX_PREDICTIONS must be >= 1, got {opts.max_predictions}"),
-        (finite(opts.mask_last_prob) and 0 <= opts.mask_last_prob <= 1,
-         f"--MASK_LAST_PROB must be in [0, 1], got {opts.mask_last_prob}"),
         (finite(opts.clip_norm) and opts.clip_norm >= 0, f"--CLIP_NORM must be >= 0 (0: no clipping), got "
          f"{opts.clip_norm}"),
         (opts.lr_schedule in ("linear", "constant"), f"--LR_SCHEDULE must be linear or constant, got "
@@ -203,10 +196,7 @@ def validate_options(opts: TrainOptions) -> ModelConfig:
     problems = option_problems(opts)
     if problems:
         raise UserError(problems[0])
-    config = load_config(opts.config_path)
-    problem = opts.model_specific_problem(config.MODEL)
-    if problem:
-        raise UserError(problem)
+    config = load_config(opts.config_path, opts.config_overrides)
     sessions = is_session_data(opts.train_path)
     windows = opts.train_path if sessions else opts.train_path.with_name("train_windows.txt")
     required = [("--VOCAB_PATH", opts.vocab_path), ("--TEST_DATA_DIR", opts.test_path),
@@ -221,53 +211,6 @@ def validate_options(opts: TrainOptions) -> ModelConfig:
     return config
 
 
-def data_fingerprint(opts: TrainOptions) -> str:
-    """What a resumed run must share with the run it continues besides the flags: the data (vocabulary and
-    evaluation files, whose histories are every user's whole sequence)."""
-    digest = hashlib.sha256()
-    for path in (opts.vocab_path, opts.test_path, opts.valid_path):
-        if path is not None and Path(path).is_file():
-            digest.update(file_digest(Path(path), "sha256").encode())
-    return digest.hexdigest()
-
-
-def carry_best_weights(opts: TrainOptions, best_step: int) -> None:
-    """The weights chosen on validation so far must be in the run folder when a run resumes: taken from next to
-    ``--INIT_CHECKPOINT`` when it lives in another folder, else the resume is refused (the run would end by
-    testing weights nobody selected)."""
-    if best_step <= 0:
-        return
-    here = opts.checkpoints / "best.pdparams"
-    for candidate in (here, Path(opts.init_checkpoint).parent / "best.pdparams"):
-        if candidate.is_file() and load_checkpoint(candidate)["state"].get("step") == best_step:
-            if candidate != here:
-                shutil.copyfile(candidate, here)
-            return
-    raise UserError(f"{opts.init_checkpoint}: the run's best weights (step {best_step}) are neither in "
-                    f"{here} nor next to the checkpoint; resume in the run folder that holds its best.pdparams")
-
-
-def resume(opts: TrainOptions, model: SequentialRecommender, optimizer, config: ModelConfig, data_id: str
-           ) -> TrainState:
-    """The trainer state of ``--INIT_CHECKPOINT``, its weights and optimizer state loaded into ``model``; the
-    checkpoint must come from the same model config, the same training flags and the same data."""
-    payload = load_checkpoint(opts.init_checkpoint)
-    if (payload.get("options") or {}).get("data", data_id) != data_id:
-        raise UserError(f"{opts.init_checkpoint}: the run was trained on other data than {opts.vocab_path.parent} "
-                        "(its vocabulary or evaluation files differ); resume on the data it started with")
-    if config_from_dict(payload["config"], str(opts.init_checkpoint)) != config:
-        raise UserError(f"{opts.init_checkpoint}: checkpoint was trained with a different model config than "
-                        f"{opts.config_path}")
-    recorded = payload.get("options") or {}
-    for name, value in opts.resume_options().items():
-        if name in recorded and recorded[name] != value:
-            raise UserError(f"{opts.init_checkpoint}: the run was started with {FLAGS[name]} {recorded[name]}, "
-                            f"not {value}; resume with the same flags, or start a new run in another --CHECKPOINTS")
-    state = TrainState(**restore(payload, model, optimizer))
-    carry_best_weights(opts, state.best_step)
-    return state
-
-
 # -------------------------------------------------------------------------------------------- training
 
 
@@ -280,207 +223,257 @@ def train(opts: TrainOptions, on_validation: Callable[[int, float, dict], None] 
     config = validate_options(opts)
     rank, world = setup_device(opts.device)
     with claim_run_dir(opts.checkpoints, enabled=rank == 0):
-        return run_training(opts, config, rank, world, on_validation)
+        return Trainer(opts, config, rank, world, on_validation).run()
 
 
-def run_training(opts: TrainOptions, config: ModelConfig, rank: int, world: int,
-                 on_validation: Callable[[int, float, dict], None] | None = None) -> dict:
-    """Everything of ``train`` after the flags are checked and the run folder is ours."""
-    is_main = rank == 0
-    data = load_training_data(opts.vocab_path, opts.train_path, opts.valid_path, opts.test_path, opts.max_len)
-    config = config.with_data(data, str(opts.config_path), str(opts.vocab_path))
-    data_id = data_fingerprint(opts)
-    config.check_run(opts.max_len, str(opts.config_path))
-    paddle.seed(opts.seed)
-    model = build_model(config, kernels=opts.kernels, max_len=opts.max_len)
-    batches = model.training_batches(data, opts) if model.trainable else None
-    description = model.describe()  # builds the fused kernels once, before any timing
-    log = EventLog(opts.checkpoints, enabled=is_main)
-    if is_main:
-        print(f"model: {config.MODEL}, {description}")
-    optimizer = make_optimizer(model, opts) if model.trainable else None
-    state = TrainState()
-    if opts.init_checkpoint is not None:
-        state = resume(opts, model, optimizer, config, data_id)
-        model.load_training_state(state.model_runtime)
-        log.cut_after(state.step)  # the steps after the checkpoint are run (and logged) again
-        if is_main:
-            print(f"resumed from {opts.init_checkpoint} at step {state.step}")
-    elif is_main and log.path.exists():
-        log.path.unlink()  # a fresh run starts a fresh log
-    started_wall = time.time() - state.train_seconds
+class Throughput:
+    """Sequences per second over the steps since the last reading; validation time does not count."""
 
-    def checkpoint(name: str, with_optimizer: bool = True) -> None:
-        path = opts.checkpoints / name
-        state.model_runtime = model.training_state()
+    def __init__(self) -> None:
+        self.sequences, self.start = 0, time.perf_counter()
+
+    def add(self, sequences: int) -> None:
+        self.sequences += sequences
+
+    def read(self) -> float:
+        rate = self.sequences / max(time.perf_counter() - self.start, 1e-9)
+        self.sequences, self.start = 0, time.perf_counter()
+        return rate
+
+    @contextmanager
+    def paused(self):
+        started = time.perf_counter()
+        yield
+        self.start += time.perf_counter() - started
+
+
+class Trainer:
+    """One run of ``train``, in the order it happens: set up (data, config, model, batches, optimizer, resume),
+    ``run`` (train steps with validations and checkpoints, or set up a model that has no training), ``finish``
+    (test the selected weights once)."""
+
+    def __init__(self, opts: TrainOptions, config: ModelConfig, rank: int, world: int,
+                 on_validation: Callable[[int, float, dict], None] | None) -> None:
+        self.opts, self.rank, self.world, self.on_validation = opts, rank, world, on_validation
+        self.is_main = rank == 0
+        self.data = load_training_data(opts.vocab_path, opts.train_path, opts.valid_path, opts.test_path,
+                                       opts.max_len)
+        self.config = config.with_data(self.data, str(opts.config_path), str(opts.vocab_path))
+        self.data_id = data_fingerprint(opts)
+        self.config.check_run(opts.max_len, str(opts.config_path))
+        paddle.seed(opts.seed)
+        self.model = build_model(self.config, kernels=opts.kernels, max_len=opts.max_len)
+        self.batches = self.model.training_batches(self.data, opts) if self.model.trainable else None
+        description = self.model.describe()  # builds the fused kernels once, before any timing
+        self.log = EventLog(opts.checkpoints, enabled=self.is_main)
+        self.say(f"model: {self.config.MODEL}, {description}")
+        self.optimizer = make_optimizer(self.model, opts) if self.model.trainable else None
+        self.state = self.start_or_resume()
+        self.started_wall = time.time() - self.state.train_seconds
+        self.throughput = Throughput()
+        self.progress: tqdm | None = None
+
+    def say(self, message: str) -> None:
+        if self.is_main:
+            tqdm.write(message)
+
+    def start_or_resume(self) -> TrainState:
+        """A fresh state (and a fresh event log), or the state of ``--INIT_CHECKPOINT`` with its weights."""
+        opts = self.opts
+        if opts.init_checkpoint is None:
+            if self.is_main and self.log.path.exists():
+                self.log.path.unlink()
+            return TrainState()
+        state = TrainState(**resume(opts, self.model, self.optimizer, self.config, self.data_id))
+        self.model.load_training_state(state.model_runtime)
+        self.log.cut_after(state.step)  # the steps after the checkpoint are run (and logged) again
+        self.say(f"resumed from {opts.init_checkpoint} at step {state.step}")
+        return state
+
+    def run(self) -> dict:
+        """Train (or set up an untrained model), then test the selected weights once; the results dict."""
+        if self.opts.init_checkpoint is None:
+            self.model.prepare(self.data)  # a resumed run restores it with the weights
+        if not self.model.trainable:
+            self.state.finished, self.state.stopped_by = True, "no training"
+            self.validate()
+        elif self.train_steps():
+            if self.is_main:
+                self.checkpoint("last.pdparams")
+                print(f"interrupted at step {self.state.step}; resume with --INIT_CHECKPOINT "
+                      f"{self.opts.checkpoints / 'last.pdparams'}")
+            raise KeyboardInterrupt
+        return self.finish() if self.is_main else {}
+
+    # ------------------------------------------------------------------------------------------ the loop
+
+    def train_steps(self) -> bool:
+        """Steps until the budget, patience or ``--MAX_MINUTES`` ends the run; True when it was interrupted."""
+        opts, state, batches = self.opts, self.state, self.batches
+        if self.world > 1 and batches.carries_state:
+            raise UserError(f"{self.config.MODEL} on this data trains in a fixed order of steps that carry state "
+                            "from one to the next: run it in one process (./train.sh -local y)")
+        net = paddle.DataParallel(self.model) if self.world > 1 else self.model
+        total_steps = total_steps_for(opts, batches.num_examples)
+        self.model.train()
+        # into a log file (not a terminal) the bar is redrawn once a minute, not a few times a second
+        self.progress = tqdm(total=total_steps, initial=state.step, disable=not (opts.progress and self.is_main),
+                             unit="step", dynamic_ncols=True, desc="train",
+                             mininterval=0.1 if sys.stderr.isatty() else 60)
+        self.throughput = Throughput()
+        with StopFlag() as stop_flag, self.progress:
+            while state.step < total_steps and not state.finished:
+                examples = batches.examples(state.epoch)
+                order = batches.order(examples, np.random.default_rng([opts.seed, state.epoch]), opts.batch_size,
+                                      opts.bucket, self.world)
+                while state.batch_in_epoch < len(order) and state.step < total_steps and not state.finished:
+                    self.step(net, examples, order[state.batch_in_epoch], total_steps)
+                    if not state.finished and (stop_flag.requested or state.step == opts.stop_at_step):
+                        return True
+                if not state.finished:
+                    state.epoch += 1
+                    state.batch_in_epoch = 0
+        return False
+
+    def step(self, net, examples, global_batch: np.ndarray, total_steps: int) -> None:
+        """One optimisation step on this process's share of ``global_batch``, then what follows it: the log line,
+        a validation when due, the end of the run when patience or the time budget says so."""
+        opts, state = self.opts, self.state
+        started = time.perf_counter()
+        rng = np.random.default_rng([opts.seed, state.epoch, state.batch_in_epoch, self.rank, 2])
+        batch = self.batches.collate(examples, global_batch[self.rank::self.world], rng)
+        lr = learning_rate(state.step, opts, total_steps)
         try:
-            save_checkpoint(path, model, optimizer if with_optimizer else None, asdict(state), config.to_dict(),
-                            {**opts.resume_options(), "data": data_id})
+            loss = train_step(net, self.optimizer, batch, lr)
+        except TrainingDiverged as err:
+            raise self.diverged(err, lr) from None
+        state.step += 1
+        state.batch_in_epoch += 1
+        state.final_lr = lr
+        seen = batch.num_sequences if self.batches.carries_state else len(global_batch)  # events of a step
+        state.sequences += seen
+        state.train_seconds += time.perf_counter() - started
+        self.throughput.add(seen)
+        if self.is_main and (state.step % 10 == 0 or state.step == total_steps):
+            self.log_step(loss, lr)
+        self.progress.update(1)
+        out_of_time = opts.max_minutes is not None and state.train_seconds >= opts.max_minutes * 60
+        if state.step % opts.eval_every == 0 or state.step == total_steps or out_of_time:
+            with self.throughput.paused():
+                if self.validate():
+                    state.finished, state.stopped_by = True, "patience"
+                    self.say(f"early stop: no validation improvement in {opts.patience} evaluations")
+                    return
+        if out_of_time:
+            state.finished, state.stopped_by = True, "max_minutes"
+            self.say(f"time budget of {opts.max_minutes} min reached")
+
+    def log_step(self, loss: float, lr: float) -> None:
+        state, rate = self.state, self.throughput.read()
+        self.progress.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", seq_s=f"{rate:.0f}", epoch=state.epoch,
+                                  refresh=False)  # drawn by update(), at its pace
+        self.log.write({"event": "train", "step": state.step, "epoch": state.epoch, "loss": loss, "lr": lr,
+                        "seq_per_s": round(rate, 1), "minutes": round(state.train_seconds / 60, 3)})
+
+    def diverged(self, err: TrainingDiverged, lr: float) -> TrainingDiverged:
+        """The one line a diverged run ends with: where, and the checkpoint that is still good."""
+        last = self.opts.checkpoints / "last.pdparams"
+        kept = (f"{last} (step {load_checkpoint(last)['state']['step']}) is the last good checkpoint"
+                if last.exists() else "no checkpoint was written before it")
+        return TrainingDiverged(f"{err} at step {self.state.step + 1} (lr {lr:.3g}): the run diverged and stops; "
+                                f"{kept}. Lower --LR_RATE, raise --WARMUP_STEPS or keep --CLIP_NORM on")
+
+    # ------------------------------------------------------------------------- validation and checkpoints
+
+    def checkpoint(self, name: str, with_optimizer: bool = True) -> None:
+        path = self.opts.checkpoints / name
+        self.state.model_runtime = self.model.training_state()
+        try:
+            save_checkpoint(path, self.model, self.optimizer if with_optimizer else None, asdict(self.state),
+                            self.config.to_dict(), {**self.opts.resume_options(), "data": self.data_id})
         except OSError as err:  # disk full...: the temp file is gone, the previous checkpoint untouched
             kept = f"; the previous {name} is intact" if path.exists() else ""
             raise EnvironmentFailure(f"{path}: cannot save the checkpoint ({err.strerror}){kept}") from None
 
-    def run_validation() -> bool:
-        """Evaluate on validation, checkpoint; returns True when training should stop early."""
-        stop = False
-        if is_main:
-            model.eval()
-            event = {"event": "valid", "step": state.step, "epoch": state.epoch,
-                     "minutes": round(state.train_seconds / 60, 3)}
-            if data.has_validation:
-                metrics = data.evaluate(model, "valid", opts.eval_batch_size)
-                event.update(protocol_metrics(metrics), eval_seconds=metrics["seconds"])
-                value = metrics[data.selection[0]][data.selection[1]]
-                if value > state.best_metric:
-                    state.best_metric, state.best_step, state.evals_since_best = value, state.step, 0
-                    checkpoint("best.pdparams", with_optimizer=False)
-                else:
-                    state.evals_since_best += 1
-                stop = state.evals_since_best >= opts.patience
-                tqdm.write(f"step {state.step}: {validation_summary(metrics)} (best {state.best_metric:.4f} "
-                           f"@ {state.best_step})")
-                if on_validation is not None:
-                    on_validation(state.step, value, metrics[data.selection[0]])
-            log.write(event)
-            checkpoint("last.pdparams")
-            log.plot()
-            model.train()
-        if world > 1:
+    def validate(self) -> bool:
+        """Evaluate on validation (main process), checkpoint; True when training should stop early."""
+        stop = self.is_main and self.validate_here()
+        if self.world > 1:
             flag = paddle.to_tensor([1 if stop else 0], dtype="int64")
             paddle.distributed.broadcast(flag, src=0)
             stop = bool(int(flag.item()))
         return stop
 
-    if opts.init_checkpoint is None:
-        model.prepare(data)  # a resumed run restores it with the weights
-    if not model.trainable:
-        state.finished, state.stopped_by = True, "no training"
-        run_validation()
-        return finish(opts, model, data, config, state, log, time.time() - started_wall) if is_main else {}
+    def validate_here(self) -> bool:
+        opts, state, data, model = self.opts, self.state, self.data, self.model
+        stop = False
+        model.eval()
+        event = {"event": "valid", "step": state.step, "epoch": state.epoch,
+                 "minutes": round(state.train_seconds / 60, 3)}
+        if data.has_validation:
+            metrics = data.evaluate(model, "valid", opts.eval_batch_size)
+            event.update(protocol_metrics(metrics), eval_seconds=metrics["seconds"])
+            value = metrics[data.selection[0]][data.selection[1]]
+            if value > state.best_metric:
+                state.best_metric, state.best_step, state.evals_since_best = value, state.step, 0
+                self.checkpoint("best.pdparams", with_optimizer=False)
+            else:
+                state.evals_since_best += 1
+            stop = state.evals_since_best >= opts.patience
+            tqdm.write(f"step {state.step}: {validation_summary(metrics)} (best {state.best_metric:.4f} "
+                       f"@ {state.best_step})")
+            if self.on_validation is not None:
+                self.on_validation(state.step, value, metrics[data.selection[0]])
+        self.log.write(event)
+        self.checkpoint("last.pdparams")
+        self.log.plot()
+        model.train()
+        return stop
 
-    ordered = batches.carries_state  # steps in their own fixed order, carrying state (session-parallel)
-    if world > 1 and ordered:
-        raise UserError(f"{config.MODEL} on this data trains in a fixed order of steps that carry state from one to "
-                        "the next: run it in one process (./train.sh -local y)")
-    train_model = paddle.DataParallel(model) if world > 1 else model
-    total_steps = total_steps_for(opts, batches.num_examples)
-    model.train()
-    # into a log file (not a terminal) the bar is redrawn once a minute, not a few times a second
-    progress = tqdm(total=total_steps, initial=state.step, disable=not (opts.progress and is_main),
-                    unit="step", dynamic_ncols=True, desc="train", mininterval=0.1 if sys.stderr.isatty() else 60)
-    interrupted = False
-    window_seqs, window_start = 0, time.perf_counter()
-    with StopFlag() as stop_flag:
-        while state.step < total_steps and not state.finished:
-            examples = batches.examples(state.epoch)
-            epoch_rng = np.random.default_rng([opts.seed, state.epoch])
-            order = batches.order(examples, epoch_rng, opts.batch_size, opts.bucket, world)
-            while state.batch_in_epoch < len(order) and state.step < total_steps:
-                step_start = time.perf_counter()
-                global_batch = order[state.batch_in_epoch]
-                rng = np.random.default_rng([opts.seed, state.epoch, state.batch_in_epoch, rank, 2])
-                batch = batches.collate(examples, global_batch[rank::world], rng)
-                lr = learning_rate(state.step, opts, total_steps)
-                try:
-                    loss_value = train_step(train_model, optimizer, batch, lr)
-                except TrainingDiverged as err:
-                    progress.close()
-                    last = opts.checkpoints / "last.pdparams"
-                    kept = (f"{last} (step {load_checkpoint(last)['state']['step']}) is the last good checkpoint"
-                            if last.exists() else "no checkpoint was written before it")
-                    raise TrainingDiverged(f"{err} at step {state.step + 1} (lr {lr:.3g}): the run diverged and "
-                                           f"stops; {kept}. Lower --LR_RATE, raise --WARMUP_STEPS or keep "
-                                           "--CLIP_NORM on") from None
-                state.step += 1
-                state.batch_in_epoch += 1
-                state.final_lr = lr
-                seen = batch.num_sequences if ordered else len(global_batch)  # events of a step
-                state.sequences += seen
-                state.train_seconds += time.perf_counter() - step_start
-                window_seqs += seen
-                if is_main and (state.step % 10 == 0 or state.step == total_steps):
-                    rate = window_seqs / max(time.perf_counter() - window_start, 1e-9)
-                    progress.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", seq_s=f"{rate:.0f}",
-                                         epoch=state.epoch, refresh=False)  # drawn by update(), at its pace
-                    log.write({"event": "train", "step": state.step, "epoch": state.epoch, "loss": loss_value,
-                               "lr": lr, "seq_per_s": round(rate, 1),
-                               "minutes": round(state.train_seconds / 60, 3)})
-                    window_seqs, window_start = 0, time.perf_counter()
-                progress.update(1)
-                out_of_time = opts.max_minutes is not None and state.train_seconds >= opts.max_minutes * 60
-                if state.step % opts.eval_every == 0 or state.step == total_steps or out_of_time:
-                    eval_start = time.perf_counter()
-                    if run_validation():
-                        state.finished, state.stopped_by = True, "patience"
-                        if is_main:
-                            tqdm.write(f"early stop: no validation improvement in {opts.patience} evaluations")
-                        break
-                    window_start += time.perf_counter() - eval_start
-                if out_of_time:
-                    state.finished, state.stopped_by = True, "max_minutes"
-                    if is_main:
-                        tqdm.write(f"time budget of {opts.max_minutes} min reached")
-                    break
-                if stop_flag.requested or state.step == opts.stop_at_step:
-                    interrupted = True
-                    break
-            if interrupted or state.finished:
-                break
-            state.epoch += 1
-            state.batch_in_epoch = 0
-    progress.close()
+    # ------------------------------------------------------------------------------------------ the test
 
-    if interrupted:
-        if is_main:
-            checkpoint("last.pdparams")
-            last = opts.checkpoints / "last.pdparams"
-            print(f"interrupted at step {state.step}; resume with --INIT_CHECKPOINT {last}")
-        raise KeyboardInterrupt
-    return finish(opts, model, data, config, state, log, time.time() - started_wall) if is_main else {}
-
-
-def finish(opts: TrainOptions, model: SequentialRecommender, data: TrainingData, config: ModelConfig,
-           state: TrainState, log: EventLog, wall_seconds: float) -> dict:
-    """Restore the selected weights, score the test set once, write results.json and print the table."""
-    best_path = opts.checkpoints / "best.pdparams"
-    if data.has_validation and state.best_step > 0:
-        if not best_path.exists():
-            raise UserError(f"{best_path}: the weights chosen on validation (step {state.best_step}) are missing; "
-                            "the run cannot be tested with other weights")
-        restore(load_checkpoint(best_path), model, rng=False)
-        selected = state.best_step
-    else:
-        selected = state.step  # --holdout test: no validation set, the final weights are the model
-    model.eval()
-    results = {
-        "model": config.MODEL,
-        "config": config.to_dict(),
-        "options": opts.to_json(),
-        "data": {"dataset": opts.test_path.parent.name, "protocol": data.protocol,
-                 "holdout": ("valid_test" if data.has_validation else "test") if data.protocol == "loo" else "date",
-                 "num_users": data.num_eval("test"), "num_items": data.num_items},
-        "valid": None,
-        "test": None,
-        "num_eval_users": data.num_eval("test"),
-        "steps": state.step,
-        "best_step": selected,
-        "train_seconds": round(state.train_seconds, 1),
-        "wall_seconds": round(wall_seconds, 1),
-        "sequences_seen": state.sequences,
-        "stopped_by": state.stopped_by or "steps",
-        # a run stopped early (--MAX_MINUTES, patience) ends before the learning rate has decayed to 0
-        "final_lr": state.final_lr,
-        "machine": {**describe_machine(), "paddle": paddle.__version__},
-    }
-    if data.has_validation:
-        results["valid"] = protocol_metrics(data.evaluate(model, "valid", opts.eval_batch_size))
-    test = protocol_metrics(data.evaluate(model, "test", opts.eval_batch_size))
-    results["test"] = test
-    log.write({"event": "test", "step": selected, **test, "minutes": round(state.train_seconds / 60, 3)})
-    atomic_write_text(opts.checkpoints / "results.json", json.dumps(results, indent=2) + "\n")
-    log.plot()
-    print(f"\nTest ({data.num_eval('test')} {'users' if data.protocol == 'loo' else 'sessions'}, {config.MODEL}, "
-          f"weights from step {selected}; training {state.train_seconds / 60:.1f} min)")
-    print(results_table(test, data.num_items))
-    print(f"results: {opts.checkpoints / 'results.json'}")
-    return results
+    def finish(self) -> dict:
+        """Restore the selected weights, score the test set once, write results.json and print the table."""
+        opts, model, data, config, state = self.opts, self.model, self.data, self.config, self.state
+        best_path = opts.checkpoints / "best.pdparams"
+        if data.has_validation and state.best_step > 0:
+            if not best_path.exists():
+                raise UserError(f"{best_path}: the weights chosen on validation (step {state.best_step}) are "
+                                "missing; the run cannot be tested with other weights")
+            restore(load_checkpoint(best_path), model, rng=False)
+            selected = state.best_step
+        else:
+            selected = state.step  # --holdout test: no validation set, the final weights are the model
+        model.eval()
+        results = {
+            "model": config.MODEL,
+            "config": config.to_dict(),
+            "options": opts.to_json(),
+            "data": {"dataset": opts.test_path.parent.name, "protocol": data.protocol,
+                     "holdout": ("valid_test" if data.has_validation else "test") if data.protocol == "loo"
+                     else "date", "num_users": data.num_eval("test"), "num_items": data.num_items},
+            "valid": None,
+            "test": None,
+            "num_eval_users": data.num_eval("test"),
+            "steps": state.step,
+            "best_step": selected,
+            "train_seconds": round(state.train_seconds, 1),
+            "wall_seconds": round(time.time() - self.started_wall, 1),
+            "sequences_seen": state.sequences,
+            "stopped_by": state.stopped_by or "steps",
+            # a run stopped early (--MAX_MINUTES, patience) ends before the learning rate has decayed to 0
+            "final_lr": state.final_lr,
+            "machine": {**describe_machine(), "paddle": paddle.__version__},
+        }
+        if data.has_validation:
+            results["valid"] = protocol_metrics(data.evaluate(model, "valid", opts.eval_batch_size))
+        test = protocol_metrics(data.evaluate(model, "test", opts.eval_batch_size))
+        results["test"] = test
+        self.log.write({"event": "test", "step": selected, **test, "minutes": round(state.train_seconds / 60, 3)})
+        atomic_write_text(opts.checkpoints / "results.json", json.dumps(results, indent=2) + "\n")
+        self.log.plot()
+        print(f"\nTest ({data.num_eval('test')} {'users' if data.protocol == 'loo' else 'sessions'}, {config.MODEL}, "
+              f"weights from step {selected}; training {state.train_seconds / 60:.1f} min)")
+        print(results_table(test, data.num_items))
+        print(f"results: {opts.checkpoints / 'results.json'}")
+        return results

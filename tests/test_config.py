@@ -133,9 +133,33 @@ def test_vocab_size_auto_resolves_and_a_number_must_match():
         fixed.with_vocab(64, "c.json", "vocab.txt")
 
 
-def test_bert4rec_only_flags_are_refused_for_other_models(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "trainrec.py"), "--CONFIG_PATH",
-                           str(REPO / "bert_train" / "sasrec_config_ml-1m.json"), "--MASKING", "fixed",
-                           "--DATA_DIR", str(tmp_path)], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "--MASKING applies to BERT4Rec only, not to SASRec" in proc.stderr
-    assert "Traceback" not in proc.stderr
+def trainrec(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "trainrec.py"), *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--MASKING", "fixed"], "'masking' is a key of BERT4Rec's config, not of SASRec's"),
+    (["--SET", "num_blocks=2"], "'num_blocks' is not a key of SASRec's config (known: "),
+    (["--SET", "hidden_dropout_prob"], "--SET 'hidden_dropout_prob': expected KEY=VALUE"),
+    (["--SET", "hidden_dropout_prob=1.5"], "hidden_dropout_prob: must be a number in [0, 1), got 1.5"),
+    (["--SET", "model=BERT4Rec"], "the model is chosen by the config file"),
+])
+def test_config_keys_set_on_the_command_line_are_checked_against_the_model(tmp_path, args, message):
+    proc = trainrec("--CONFIG_PATH", str(REPO / "bert_train" / "sasrec_config_ml-1m.json"), *args,
+                    "--DATA_DIR", str(tmp_path))
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_overrides_replace_the_files_keys_with_json_values_and_aliases(tmp_path):
+    path = REPO / "bert_train" / "bert_config_ml-1m_64.json"
+    cfg = load_config(path, {"mask_last_prob": 0.25, "n_layers": 3, "masking": "fixed"})
+    assert (cfg.mask_last_prob, cfg.num_hidden_layers, cfg.masking) == (0.25, 3, "fixed")
+    assert load_config(path) == load_config(path, {}) and load_config(path).mask_last_prob == 0.5
+    from bert4rec.cli.train import build_parser, options_from_args
+
+    args = build_parser().parse_args(["--CONFIG_PATH", str(path), "--SET", "hidden_dropout_prob=0.3",
+                                      "--SET", "hidden_act=relu", "--MASK_LAST_PROB", "0.1"])
+    assert options_from_args(args).config_overrides == {"hidden_dropout_prob": 0.3, "hidden_act": "relu",
+                                                        "mask_last_prob": 0.1}

@@ -59,8 +59,9 @@ def test_vocab_size_mismatch_is_a_user_error(planted):
         train(opts)
 
 
-@pytest.mark.parametrize("bad, flag", [(dict(mask_last_prob=1.5), "--MASK_LAST_PROB"),
-                                       (dict(masked_lm_prob=0.0), "--MASKED_LM_PROB"),
+@pytest.mark.parametrize("bad, flag", [(dict(config_overrides={"mask_last_prob": 1.5}), r"mask_last_prob: .*\[0, 1\]"),
+                                       (dict(config_overrides={"masked_lm_prob": 0.0}), r"masked_lm_prob: .*\(0, 1\]"),
+                                       (dict(config_overrides={"masking": "once"}), "masking: must be one of"),
                                        (dict(batch_size=0), "--BATCH_SIZE")])
 def test_bad_training_options_are_user_errors_naming_the_flag(planted, bad, flag):
     root, data_dir = planted
@@ -162,3 +163,39 @@ def test_results_table_shows_the_paper_row_only_for_ml_1m():
     assert "paper ML-1m" in ml1m and "0.6970" in ml1m and "0.5000" in ml1m
     other = results_table(test, 60)
     assert "paper" not in other and "0.6970" not in other and "0.1000" in other
+
+
+def test_fixed_masking_trains_on_train_txt_and_dynamic_remasks_every_epoch(planted):
+    from bert4rec.data.dataset import load_training_data
+    from bert4rec.models.bert4rec import MaskedItemBatches
+
+    root, data_dir = planted
+    opts = options(root, data_dir, "masking")
+    data = load_training_data(opts.vocab_path, opts.train_path, opts.valid_path, opts.test_path, opts.max_len)
+    base = BERT4RecConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                          max_position_embeddings=50)
+    fixed = MaskedItemBatches(data, opts, replace(base, masking="fixed"))
+    on_disk = load_train_instances(data_dir / "train.txt")
+    for epoch in (0, 1):  # the same instances every epoch: the file's
+        assert np.array_equal(fixed.examples(epoch).tokens, on_disk.tokens)
+        assert np.array_equal(fixed.examples(epoch).labels, on_disk.labels)
+    dynamic = MaskedItemBatches(data, opts, replace(base, mask_last_prob=1.0))
+    first, second = dynamic.examples(0), dynamic.examples(1)
+    assert fixed.num_examples == len(on_disk) != dynamic.num_examples == len(data.windows)
+    assert not np.array_equal(first.positions, second.positions)  # masked afresh each epoch
+    lengths = np.diff(first.token_offsets)
+    for w in range(len(lengths)):  # mask_last_prob 1: every window's last item is among its masked positions
+        assert lengths[w] - 1 in first.positions[first.mask_offsets[w]:first.mask_offsets[w + 1]]
+    results = train(options(root, data_dir, "fixed_masking", num_train_steps=20, eval_every=10,
+                            config_overrides={"masking": "fixed"}))
+    assert results["config"]["masking"] == "fixed" and "masking" not in results["options"]
+
+
+def test_resume_refuses_another_masking_and_names_it(planted):
+    root, data_dir = planted
+    flags = dict(num_train_steps=20, eval_every=10)
+    with pytest.raises(KeyboardInterrupt):
+        train(options(root, data_dir, "resume_mask", stop_at_step=10, **flags))
+    with pytest.raises(UserError, match="mask_last_prob 0.5, not 0.2"):
+        train(options(root, data_dir, "resume_mask", init_checkpoint=root / "resume_mask" / "last.pdparams",
+                      config_path=root / "resume_mask.json", config_overrides={"mask_last_prob": 0.2}, **flags))

@@ -220,6 +220,9 @@ def test_bad_searches_stop_before_any_trial(planted, tmp_path):
     (tmp_path / "hyper.test").write_text("num_attention_heads choice [2, 3]\n")  # 3 does not divide 32
     proc = tune(tmp_path, data_dir, "--params_file", str(tmp_path / "hyper.test"))
     assert proc.returncode == 2 and "hidden_size: 32 is not divisible by num_attention_heads 3" in proc.stderr
+    (tmp_path / "hyper.test").write_text("mask_last_prob choice [0.2, 0.5]\n")  # tuned and fixed: which one?
+    proc = tune(tmp_path, data_dir, "--params_file", str(tmp_path / "hyper.test"), "--MASK_LAST_PROB", "0.3")
+    assert proc.returncode == 2 and "mask_last_prob is tuned and also set on the command line" in proc.stderr
     assert not (tmp_path / "trials").exists()
 
 

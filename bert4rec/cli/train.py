@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import bert4rec  # noqa: F401  (CPU settings before Paddle loads)
 from bert4rec.cli._common import command_name, exit_code
@@ -32,6 +34,17 @@ from bert4rec.paths import config_dir, project_root
 DEFAULT_CONFIG = "bert_config_ml-1m_64_d01.json"  # in the checkout's bert_train/
 # the flag defaults are TrainOptions' (one place: bert4rec/config.py)
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainOptions) if f.default is not dataclasses.MISSING}
+
+
+# the original BERT4Rec scripts' masking flags: shorthands for keys of BERT4Rec's config (``--SET key=value``)
+CONFIG_FLAGS = {
+    "MASKING": ("masking", str, "BERT4Rec: dynamic (default) re-masks the windows of train_windows.txt every epoch; "
+                "fixed: the instances of train.txt, masked once by gen_data_fin.py (the original)"),
+    "MASKED_LM_PROB": ("masked_lm_prob", float, "BERT4Rec, dynamic masking: share of items masked (0.2)"),
+    "MAX_PREDICTIONS": ("max_predictions", int, "BERT4Rec, dynamic masking: max masked items per sequence (40)"),
+    "MASK_LAST_PROB": ("mask_last_prob", float, "BERT4Rec, dynamic masking: chance that a sequence's last item is "
+                       "always among the masked ones (0.5)"),
+}
 
 
 def command() -> str:
@@ -87,16 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     flag(p, "PATIENCE", type=int, default=DEFAULTS["patience"],
          help="early stop after N validations without improvement")
     flag(p, "EVAL_BATCH_SIZE", type=int, default=DEFAULTS["eval_batch_size"])
-    flag(p, "MASKING", default=DEFAULTS["masking"], choices=["fixed", "dynamic"],
-         help="BERT4Rec: dynamic (default) re-masks the windows of train_windows.txt every epoch; fixed: the "
-         "instances of train.txt, masked once by gen_data_fin.py (the original)")
-    flag(p, "MASKED_LM_PROB", type=float, default=DEFAULTS["masked_lm_prob"],
-         help="BERT4Rec, dynamic masking: share of items masked")
-    flag(p, "MAX_PREDICTIONS", type=int, default=DEFAULTS["max_predictions"],
-         help="BERT4Rec, dynamic masking: max masked items per sequence")
-    flag(p, "MASK_LAST_PROB", type=float, default=DEFAULTS["mask_last_prob"],
-         help="BERT4Rec, dynamic masking: chance that a sequence's last item is always among the masked ones "
-         "(default: %(default)s)")
+    p.add_argument("--SET", "--set", dest="config_set", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a key of the model config over the JSON file (VALUE read as JSON, else as text), "
+                   "e.g. --SET hidden_dropout_prob=0.2; repeatable")
+    for name, (key, kind, text) in CONFIG_FLAGS.items():
+        flag(p, name, type=kind, default=None, help=f"{text} (config key {key}; the config's value by default)")
     flag(p, "CLIP_NORM", type=float, default=DEFAULTS["clip_norm"], help="global gradient-norm clipping (0: none)")
     flag(p, "LR_SCHEDULE", default=DEFAULTS["lr_schedule"], choices=["linear", "constant"],
          help="after the warmup: linear decay to 0 at the last step (default) or a constant learning rate")
@@ -111,6 +119,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true",
                    help="also show Paddle's own start-up messages and the kernel build output")
     return p
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The model-config keys the command line sets: ``--SET key=value`` and the masking shorthands."""
+    overrides: dict[str, Any] = {}
+    for item in args.config_set:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"{command()}: --SET {item!r}: expected KEY=VALUE, e.g. --SET hidden_dropout_prob=0.2")
+        try:
+            overrides[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[key.strip()] = text
+    for name, (key, _, _) in CONFIG_FLAGS.items():
+        value = getattr(args, name.lower())
+        if value is not None:
+            overrides[key] = value
+    return overrides
 
 
 def options_from_args(args: argparse.Namespace) -> TrainOptions:
@@ -134,10 +160,9 @@ def options_from_args(args: argparse.Namespace) -> TrainOptions:
         weight_decay=args.weight_decay, max_len=args.max_len, num_train_steps=args.num_train_steps,
         epochs=args.epochs, init_checkpoint=Path(args.init_checkpoint) if args.init_checkpoint else None,
         seed=args.seed, device=args.device, eval_every=args.eval_every, patience=args.patience,
-        eval_batch_size=args.eval_batch_size, masking=args.masking, masked_lm_prob=args.masked_lm_prob,
-        max_predictions=args.max_predictions, mask_last_prob=args.mask_last_prob, bucket=args.bucket,
-        clip_norm=args.clip_norm, lr_schedule=args.lr_schedule, max_minutes=args.max_minutes, kernels=args.kernels,
-        progress=args.progress)
+        eval_batch_size=args.eval_batch_size, bucket=args.bucket, clip_norm=args.clip_norm,
+        lr_schedule=args.lr_schedule, max_minutes=args.max_minutes, kernels=args.kernels, progress=args.progress,
+        config_overrides=config_overrides(args))
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 def setup(argv: list[str]):
     """Parse and check everything before any trial starts; returns (args, Search)."""
     from bert4rec.cli import train as trainrec
+    from bert4rec.config import ALIASES
     from bert4rec.models import MODELS, load_config
     from bert4rec.tuning.search import Search
     from bert4rec.tuning.space import checked_overrides, grid, parse_space
@@ -75,8 +76,12 @@ def setup(argv: list[str]):
     args, rest = build_parser().parse_known_args(argv)
     train_args = trainrec.build_parser().parse_args(rest)
     opts = trainrec.options_from_args(train_args)
-    config = load_config(opts.config_path)
+    config = load_config(opts.config_path, opts.config_overrides)
     params = parse_space(args.params_file, MODELS[config.MODEL].config_class)
+    fixed = [p.name for p in params if p.target == "config" and p.key in
+             {ALIASES.get(k, k) for k in opts.config_overrides}]
+    if fixed:
+        raise UserError(f"{args.params_file}: {fixed[0]} is tuned and also set on the command line; drop one")
     name = args.study_name or f"{opts.config_path.stem}-{args.params_file.stem}"
     if train_args.checkpoints is None:  # the parent of the trials' run folders
         opts.checkpoints = project_root() / "checkpoints" / f"tune_{name}"

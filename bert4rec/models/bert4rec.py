@@ -5,10 +5,10 @@ at the positions to predict: dense + gelu + LayerNorm -> dot product with the (t
 Logits are computed only where they are needed (masked positions in training, the ``[MASK]`` appended to the
 history at evaluation), which is most of the output layer's cost saved.
 
-Training batches come from the shared windows, masked afresh every epoch (``--MASKING dynamic``, with
-``--MASK_LAST_PROB`` of the windows always masking their last item), or from the instances ``gen_data_fin.py``
-masked once into ``train.txt`` (``--MASKING fixed``, the original). On CPU the head's dense + gelu + LayerNorm and
-the loss's bias + softmax cross-entropy run as fused kernels.
+Training batches come from the shared windows, masked afresh every epoch (config ``"masking": "dynamic"``, with
+``mask_last_prob`` of the windows always masking their last item), or from the instances ``gen_data_fin.py``
+masked once into ``train.txt`` (``"masking": "fixed"``, the original); ``trainrec.py --MASKING`` etc. set them.
+On CPU the head's dense + gelu + LayerNorm and the loss's bias + softmax cross-entropy run as fused kernels.
 """
 
 from __future__ import annotations
@@ -40,16 +40,25 @@ class BERT4RecConfig(TransformerConfig):
     LOWERCASE: ClassVar[tuple[str, ...]] = ("loss",)
 
     loss: str = "ce"  # softmax cross-entropy over all items at the masked positions
+    # how training windows are masked: dynamic re-masks them every epoch (``trainrec.py --MASKING``); fixed reads
+    # the instances gen_data_fin.py masked once into train.txt (the original)
+    masking: str = "dynamic"
+    masked_lm_prob: float = 0.2   # dynamic: share of a window's items masked (--MASKED_LM_PROB)
+    max_predictions: int = 40     # dynamic: at most this many per window (--MAX_PREDICTIONS)
+    mask_last_prob: float = 0.5   # dynamic: share of windows whose last item is always masked (--MASK_LAST_PROB)
 
     def problem(self) -> str | None:
-        return super().problem() or self._choice("loss", ("ce",))
+        return (super().problem() or self._choice("loss", ("ce",)) or self._choice("masking", ("dynamic", "fixed"))
+                or self._positive_ints("max_predictions") or self._share("masked_lm_prob", zero=False)
+                or self._share("mask_last_prob", zero=True))
 
     def training_files(self, opts, sessions: bool) -> list[tuple[str, Path]]:
-        """``--MASKING fixed`` reads the instances gen_data_fin.py masked once (``train.txt``)."""
-        if opts.masking != "fixed":
+        """``masking: fixed`` reads the instances gen_data_fin.py masked once (``train.txt``)."""
+        if self.masking != "fixed":
             return []
         if sessions:
-            raise UserError("--MASKING fixed reads train.txt, which --split date data does not have; use dynamic")
+            raise UserError("masking fixed (--MASKING) reads train.txt, which --split date data does not have; "
+                            "use dynamic")
         return [("--TRAIN_DATA_DIR", Path(opts.train_path))]
 
 
@@ -81,9 +90,9 @@ def collate_masked(instances: TrainInstances, idx: np.ndarray, pad_to: int | Non
 class MaskedItemBatches(TrainingBatches):
     """BERT4Rec's training batches: the windows masked afresh each epoch, or train.txt's fixed instances."""
 
-    def __init__(self, data: TrainingData, opts: TrainOptions) -> None:
-        self.data, self.opts = data, opts
-        self.fixed = load_train_instances(data.train_path) if opts.masking == "fixed" else None
+    def __init__(self, data: TrainingData, opts: TrainOptions, config: BERT4RecConfig) -> None:
+        self.data, self.seed, self.config = data, opts.seed, config
+        self.fixed = load_train_instances(data.train_path) if config.masking == "fixed" else None
         if self.fixed is not None:
             if len(self.fixed) == 0:
                 raise UserError(f"{data.train_path}: no training instances")
@@ -99,12 +108,12 @@ class MaskedItemBatches(TrainingBatches):
         """The instances of one epoch: the fixed file, or every window freshly masked from (seed, epoch)."""
         if self.fixed is not None:
             return self.fixed
-        opts, vocab, windows = self.opts, self.data.vocab, self.data.windows
-        rng = np.random.default_rng([opts.seed, epoch, 1])
+        config, vocab, windows = self.config, self.data.vocab, self.data.windows
+        rng = np.random.default_rng([self.seed, epoch, 1])
         tokens, positions, labels, mask_offsets = mask_windows(
-            windows.items, windows.offsets, rng, masked_lm_prob=opts.masked_lm_prob,
-            max_predictions=opts.max_predictions, mask_prob=1.0, mask_id=vocab.mask_id, num_items=vocab.num_items,
-            mask_last_prob=opts.mask_last_prob)
+            windows.items, windows.offsets, rng, masked_lm_prob=config.masked_lm_prob,
+            max_predictions=config.max_predictions, mask_prob=1.0, mask_id=vocab.mask_id, num_items=vocab.num_items,
+            mask_last_prob=config.mask_last_prob)
         return TrainInstances(users=windows.users, tokens=tokens, token_offsets=np.asarray(windows.offsets),
                               positions=positions, labels=labels, mask_offsets=mask_offsets)
 
@@ -129,7 +138,7 @@ class BERT4Rec(TransformerRecommender):
         return self.num_items + 1
 
     def training_batches(self, data: TrainingData, opts: TrainOptions) -> MaskedItemBatches:
-        return MaskedItemBatches(data, opts)
+        return MaskedItemBatches(data, opts, self.config)
 
     def _head(self, states: paddle.Tensor, fused: bool) -> paddle.Tensor:
         """[N, H] hidden states -> [N, H] output representations (dense + gelu + LayerNorm)."""

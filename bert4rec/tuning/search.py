@@ -242,7 +242,8 @@ def run_trial(trial: optuna.Trial, search: Search) -> float:
     config_path = search.options.checkpoints / "configs" / f"trial_{trial.number:04d}.json"
     config_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(config_path, json.dumps(config.to_dict(), indent=2) + "\n")
-    opts = dataclasses.replace(search.options, **train_values, config_path=config_path,
+    # the trial's config file holds the command line's config overrides already
+    opts = dataclasses.replace(search.options, **train_values, config_path=config_path, config_overrides={},
                                checkpoints=search.trial_dir(trial.number), progress=search.trial_progress)
     trial.set_user_attr("dir", str(opts.checkpoints))
     trial.set_user_attr("flags", train_values)

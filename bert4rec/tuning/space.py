@@ -28,7 +28,7 @@ TYPES = ("choice", "uniform", "loguniform", "quniform")
 # RecBole's training-option names -> ours
 TRAIN_ALIASES = {"learning_rate": "lr", "train_batch_size": "batch_size", "epochs": "epochs"}
 NOT_TUNABLE = ("config_path", "train_path", "valid_path", "test_path", "vocab_path", "checkpoints",
-               "init_checkpoint", "device", "progress", "stop_at_step")
+               "init_checkpoint", "device", "progress", "stop_at_step", "config_overrides")
 
 
 @dataclass
