@@ -38,3 +38,12 @@ def pad_rows(rows: Sequence[np.ndarray], width: int | None = None, min_width: in
     for i, row in enumerate(rows):
         out[i, : len(row)] = row
     return out
+
+
+SCORE_CELLS = 1 << 25  # scores held at once while ranking: 32 M float32 = 128 MB, whatever the catalogue
+
+
+def scoring_rows(batch_size: int, num_items: int) -> int:
+    """Histories scored per batch: ``batch_size``, fewer when a [rows, items] score block would pass
+    ``SCORE_CELLS`` (33 rows of a 1 M-item catalogue), so memory stays flat as the catalogue grows."""
+    return max(1, min(batch_size, SCORE_CELLS // max(num_items + 1, 1)))

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from bert4rec.batches import scoring_rows
 from bert4rec.metrics import FULL_METRICS, POP100_METRICS, metrics_from_ranks, target_ranks
 
 Scorer = Callable[[Sequence[np.ndarray]], np.ndarray]
@@ -29,6 +30,7 @@ def rank_targets(scorer: Scorer, histories: Sequence[np.ndarray], targets: np.nd
     Users are processed in order of history length so each batch is padded only to its own longest input.
     """
     n = len(histories)
+    batch_size = scoring_rows(batch_size, num_items)
     full = np.empty(n, dtype=np.int64) if full_ranking else None
     pop = np.empty(n, dtype=np.int64) if negatives is not None else None
     order = np.argsort([len(h) for h in histories], kind="stable")

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from bert4rec.batches import scoring_rows
 from bert4rec.data.files import EvalSet
 from bert4rec.errors import UserError
 from bert4rec.trained import Catalogue, TrainedRun, top_k
@@ -51,15 +52,17 @@ def history_items(catalogue: Catalogue, histories: Sequence[Sequence[object]], f
     return out
 
 
-def known_histories(test: EvalSet, rows: Sequence[int]) -> list[list[int]]:
+def known_histories(test: EvalSet, rows: Sequence[int]) -> list[np.ndarray]:
     """Everything each user of ``rows`` (rows of the test set) is known to have seen: test history and target."""
-    return [list(test.user_history(r)) + [int(test.targets[r])] for r in rows]
+    return [np.append(test.user_history(r), test.targets[r]) for r in rows]
 
 
-def ranked(run: TrainedRun, histories: list[list[int]], k: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+def ranked(run: TrainedRun, histories: Sequence[Sequence[int]], k: int
+           ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """(first row, items [B, k], scores [B, k]) per batch of histories, each history excluded from its row."""
-    for start in range(0, len(histories), BATCH):
-        batch = histories[start:start + BATCH]
+    rows = scoring_rows(BATCH, run.model.num_items)
+    for start in range(0, len(histories), rows):
+        batch = histories[start:start + rows]
         items, scores = top_k(run.model.predict(batch), batch, k)
         yield start, items, scores
 

@@ -23,6 +23,8 @@ PUBLISHED = [
     ("SASRec+ sampled ce, 3,000 negatives (same paper)", "FULL", {"NDCG@10": 0.1857}),
     ("GRU4Rec (Klenitskiy and Vasilev, RecSys 2023, as quoted)", "FULL", {"HR@10": 0.2811, "NDCG@10": 0.1648}),
 ]
+# The BERT4Rec paper's ML-20M row (its Table 2), shown when a run's data was generated from ML-20M's ratings.csv
+PUBLISHED_ML20M = [("BERT4Rec, paper (Sun et al., CIKM 2019)", "POP100", {"HR@10": 0.7473, "NDCG@10": 0.5340})]
 
 
 @dataclass
@@ -44,14 +46,18 @@ class Run:
         d = self.results.get("data") or {}
         return f"{d.get('dataset', '?')}, {d.get('holdout', '?')}, {d.get('num_users', 0):,} users"
 
+    def stats(self) -> dict:
+        """The generator's ``stats.json`` of the run's data ({} when it is not on this machine)."""
+        test_path = (self.results.get("options") or {}).get("test_path")
+        try:
+            return json.loads(Path(test_path).with_name("stats.json").read_text(encoding="utf-8")) if test_path \
+                else {}
+        except (OSError, ValueError):
+            return {}
+
     def leakage(self) -> str:
         """The data's leakage audit (``stats.json``), as a warning when evaluation targets precede training."""
-        test_path = (self.results.get("options") or {}).get("test_path")
-        stats_path = Path(test_path).with_name("stats.json") if test_path else None
-        try:
-            audit = json.loads(stats_path.read_text(encoding="utf-8")).get("leakage") if stats_path else None
-        except (OSError, ValueError):
-            audit = None
+        audit = self.stats().get("leakage")
         if not audit:
             return "not audited"
         before = audit.get("eval_targets_before_train_end")
@@ -123,7 +129,8 @@ def session_table(runs: list[Run], baselines: dict[str, dict]) -> str:
 
 def table(runs: list[Run], baselines: dict[str, dict]) -> str:
     """The Markdown table of leave-one-out runs: every run under both protocols, the popularity baseline of each
-    dataset, and the published ML-1M rows when the runs are on ML-1M (``write_report`` passes only those)."""
+    dataset, and the published rows of ML-1M / ML-20M when the runs are on them (``write_report`` passes only
+    those)."""
     head = ["run", "model", "config", "data", "protocol", *COLUMNS, "training min", "steps (best)", "CPU", "leakage"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for run in runs:
@@ -138,10 +145,14 @@ def table(runs: list[Run], baselines: dict[str, dict]) -> str:
             lines.append("| " + " | ".join(["popularity baseline", "MostPop", "training-part counts", dataset,
                                              protocol.upper(), *_cells(metrics[protocol]), "0", "–", "–", "–"])
                          + " |")
+    published = []
     if any((r.results.get("data") or {}).get("num_items") == ML1M_ITEMS for r in runs):
-        for name, protocol, metrics in PUBLISHED:
-            lines.append("| " + " | ".join(["published", name, "–", "ML-1M", protocol, *_cells(metrics), "–", "–",
-                                             "–", "–"]) + " |")
+        published += [("ML-1M", *row) for row in PUBLISHED]
+    if any(r.stats().get("format") == "ml-20m" for r in runs):
+        published += [("ML-20M", *row) for row in PUBLISHED_ML20M]
+    for dataset, name, protocol, metrics in published:
+        lines.append("| " + " | ".join(["published", name, "–", dataset, protocol, *_cells(metrics), "–", "–", "–",
+                                         "–"]) + " |")
     return "\n".join(lines)
 
 

@@ -154,7 +154,28 @@ def top_k(scores: np.ndarray, seen: list[np.ndarray], k: int) -> tuple[np.ndarra
     for row, items in enumerate(seen):
         scores[row, np.asarray(items, dtype=np.int64)] = -np.inf
     k = min(k, scores.shape[1] - 1)
-    items = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    best = np.take_along_axis(scores, items, axis=1)
+    if k * 8 < scores.shape[1]:  # a large catalogue: only the rows' best candidates are sorted
+        items, best = _top_k_partitioned(scores, k)
+    else:
+        items = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        best = np.take_along_axis(scores, items, axis=1)
     items[~np.isfinite(best)] = 0
+    return items, best
+
+
+def _top_k_partitioned(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``top_k``'s order in time linear in the catalogue: per row, the items scoring at least its k-th best
+    score (ties at the boundary included, so the smaller ids among them win), sorted by (-score, id)."""
+    rows_n = scores.shape[0]
+    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1]
+    rows, cols = np.nonzero(scores >= kth[:, None])
+    values = scores[rows, cols]
+    order = np.lexsort((cols, -values, rows))
+    rows, cols, values = rows[order], cols[order], values[order]
+    rank = np.arange(len(rows)) - np.searchsorted(rows, np.arange(rows_n))[rows]
+    keep = rank < k
+    items = np.zeros((rows_n, k), dtype=np.int64)
+    best = np.full((rows_n, k), -np.inf, dtype=np.float32)
+    items[rows[keep], rank[keep]] = cols[keep]
+    best[rows[keep], rank[keep]] = values[keep]
     return items, best

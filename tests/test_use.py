@@ -184,3 +184,40 @@ def test_rescore_recomputes_the_results_from_the_checkpoint(sasrec_run, tmp_path
     results["test"]["full"]["NDCG@10"] += 0.01
     (tampered / "results.json").write_text(json.dumps(results))
     one_error_line(cli("bench/rescore.py", str(tampered)), "differ from results.json by up to 0.0100")
+
+
+def test_report_shows_the_papers_ml20m_row_for_ml20m_data(synthetic, tmp_path):
+    from conftest import generate, write_raw
+
+    data_dir = tmp_path / "ml-20m"
+    generate(write_raw(synthetic, tmp_path / "raw", "ml-20m"), data_dir, num_negatives=5)
+    assert json.loads((data_dir / "stats.json").read_text())["format"] == "ml-20m"
+    config = tmp_path / "mostpop.json"
+    config.write_text('{"model": "MostPop"}')
+    train(options(tmp_path, data_dir, "pop20m", config_path=config, max_len=60))
+    out = tmp_path / "report.md"
+    proc = cli("report.py", str(tmp_path / "pop20m"), "--output", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| published |")]
+    assert len(rows) == 1 and "| ML-20M | POP100 |" in rows[0] and "0.7473" in rows[0] and "0.5340" in rows[0]
+
+
+def test_top_k_of_a_large_catalogue_equals_the_full_sort_with_ties_and_exclusions():
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 40, size=(64, 5001)).astype(np.float32)  # many ties at every boundary
+    scores[5, :] = 1.0  # a row of nothing but ties
+    scores[6, 100:] = -np.inf  # fewer than k items left
+    scores[7, 10:20] = np.nan
+    seen = [rng.choice(np.arange(1, 5001), size=rng.integers(0, 50), replace=False) for _ in range(64)]
+    items, best = top_k(scores, seen, 20)
+    masked = scores.copy()
+    masked[:, 0] = -np.inf
+    for row, s in enumerate(seen):
+        masked[row, s] = -np.inf
+    expected = np.argsort(-masked, axis=1, kind="stable")[:, :20]  # the plain definition
+    expected_best = np.take_along_axis(masked, expected, axis=1)
+    expected[~np.isfinite(expected_best)] = 0
+    assert items.shape == (64, 20) and np.array_equal(items, expected)
+    finite = np.isfinite(expected_best)
+    assert np.array_equal(best[finite], expected_best[finite]) and not np.isfinite(best[~finite]).any()
+    assert items[5].tolist() == [i for i in range(1, 60) if i not in set(seen[5].tolist())][:20]
