@@ -58,13 +58,16 @@ def known_histories(test: EvalSet, rows: Sequence[int]) -> list[np.ndarray]:
 
 
 def ranked(run: TrainedRun, histories: Sequence[Sequence[int]], k: int
-           ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """(first row, items [B, k], scores [B, k]) per batch of histories, each history excluded from its row."""
-    rows = scoring_rows(BATCH, run.model.num_items)
-    for start in range(0, len(histories), rows):
-        batch = histories[start:start + rows]
+           ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(rows, items [B, k], scores [B, k]) per batch of histories, each history excluded from its row; batches
+    hold histories of similar length (each padded only to its own longest), as in the evaluation loop."""
+    size = scoring_rows(BATCH, run.model.num_items)
+    order = np.argsort([len(h) for h in histories], kind="stable")
+    for start in range(0, len(histories), size):
+        rows = order[start:start + size]
+        batch = [histories[i] for i in rows]
         items, scores = top_k(run.model.predict(batch), batch, k)
-        yield start, items, scores
+        yield rows, items, scores
 
 
 def recommendations(run: TrainedRun, users: Sequence[object] | None = None,
@@ -89,17 +92,18 @@ def recommendations(run: TrainedRun, users: Sequence[object] | None = None,
         rows = list(range(len(test))) if users is None else user_rows(run, catalogue, users, flags[0])
         seen = known_histories(test, rows)
         labels = [catalogue.user_original[int(test.users[r])] for r in rows]
-    columns: dict[str, list] = {"user": [], "rank": [], "item": [], "score": []}
+    items = np.zeros((len(seen), k), dtype=np.int64)
+    scores = np.zeros((len(seen), k), dtype=np.float32)
     with tqdm(total=len(seen), desc="recommending", unit="user", disable=(not progress) if progress is not None
               else None) as bar:
-        for start, items, scores in ranked(run, seen, k):
-            row, col = np.nonzero(items > 0)  # padding (item 0) only ever follows the real items of a row
-            columns["user"] += [labels[start + r] for r in row.tolist()]
-            columns["rank"] += (col + 1).tolist()
-            columns["item"] += [catalogue.item_original[i] for i in items[row, col].tolist()]
-            columns["score"] += scores[row, col].astype(np.float64).tolist()
-            bar.update(len(items))
-    frame = pd.DataFrame(columns)
+        for rows, batch_items, batch_scores in ranked(run, seen, k):
+            width = batch_items.shape[1]  # k, or fewer when the catalogue is smaller
+            items[rows, :width], scores[rows, :width] = batch_items, batch_scores
+            bar.update(len(rows))
+    row, col = np.nonzero(items > 0)  # padding (item 0) only ever follows the real items of a row
+    frame = pd.DataFrame({"user": np.asarray(labels, dtype=object)[row], "rank": col + 1,
+                          "item": np.asarray(catalogue.item_original, dtype=object)[items[row, col]],
+                          "score": scores[row, col].astype(np.float64)})
     if catalogue.titles:
         lookup = catalogue.original_item_lookup()
         frame["title"] = [catalogue.titles.get(lookup[i], ("", ""))[0] for i in frame["item"]]

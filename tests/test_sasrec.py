@@ -234,3 +234,26 @@ def test_mostpop_metrics_by_hand(tmp_path):
     assert valid["HR@1"] == pytest.approx(2 / 3)
     assert results["steps"] == 0 and results["model"] == "MostPop"
 
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_a_large_catalogues_loss_is_chunked_with_the_same_value_and_gradients(monkeypatch, with_bias):
+    from bert4rec.models import base
+
+    rng = np.random.default_rng(0)
+    h0, w0 = rng.standard_normal((300, 16)).astype("float32"), rng.standard_normal((701, 16)).astype("float32")
+    b0, targets = rng.standard_normal(700).astype("float32"), paddle.to_tensor(rng.integers(0, 700, 300))
+
+    def loss_and_grads(logit_cells: int):
+        monkeypatch.setattr(base, "LOGIT_CELLS", logit_cells)
+        monkeypatch.setattr(base, "CHUNK_CELLS", 7 * 700)  # 7 rows a chunk: 43 chunks, the last one short
+        h, w, b = (paddle.to_tensor(x, stop_gradient=False) for x in (h0, w0, b0))
+        loss = base.full_softmax_cross_entropy(h * 1.0, w[1:], targets, bias=b if with_bias else None)
+        loss.backward()
+        return [loss.numpy(), h.grad.numpy(), w.grad.numpy()] + ([b.grad.numpy()] if with_bias else [])
+
+    chunked, whole = loss_and_grads(1000), loss_and_grads(1 << 40)
+    assert float(whole[0]) > 1.0  # a real loss, not a degenerate one
+    for a, b in zip(chunked, whole, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert np.abs(chunked[2][0]).max() == 0  # the item table's row 0 ([PAD]) is not an item: no gradient
