@@ -56,9 +56,24 @@ class TopKScorer(nn.Layer):
                                      axis=1, reduce="assign")
         scores = paddle.where(seen > 0, paddle.full_like(scores, NEVER), scores)
         scores = paddle.concat([paddle.full_like(scores[:, :1], NEVER), scores[:, 1:]], axis=1)  # never [PAD]
-        # a stable descending sort, not topk: equal scores rank the smaller item id first, as recommend.py does
-        items = paddle.argsort(scores, axis=1, descending=True, stable=True)[:, : self.k]
+        items = stable_top_k(scores, self.k)
         return items, paddle.take_along_axis(scores, items, axis=1)
+
+
+def stable_top_k(scores: paddle.Tensor, k: int) -> paddle.Tensor:
+    """The ``k`` best columns of each row of ``scores`` [B, N], equal scores ranking the smaller column first (as
+    ``recommend.py`` does; ``paddle.topk`` alone orders ties arbitrarily), in time linear in N, not a sort: the
+    columns above the k-th best score, plus the first of those equal to it; then those k sorted stably."""
+    kth = paddle.topk(scores, k, axis=1)[0][:, k - 1:]
+    above = scores > kth
+    tied = scores == kth
+    wanted = k - above.astype("int64").sum(axis=1, keepdim=True)
+    chosen = above | (tied & (paddle.cumsum(tied.astype("int64"), axis=1) <= wanted))
+    ids = paddle.arange(paddle.shape(scores)[1], dtype="int64").unsqueeze(0)
+    picked = paddle.topk(paddle.where(chosen, -ids, paddle.full_like(ids, -(2 ** 62)).expand_as(scores)), k,
+                         axis=1)[1]  # the chosen columns, smallest first
+    order = paddle.argsort(paddle.take_along_axis(scores, picked, axis=1), axis=1, descending=True, stable=True)
+    return paddle.take_along_axis(picked, order, axis=1)
 
 
 def export_run(run: TrainedRun, output: Path, k: int) -> dict:

@@ -237,8 +237,12 @@ def test_mostpop_metrics_by_hand(tmp_path):
 
 
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_a_large_catalogues_loss_is_chunked_with_the_same_value_and_gradients(monkeypatch, with_bias):
+@pytest.mark.parametrize("fused", [False, True])
+def test_a_large_catalogues_loss_is_chunked_with_the_same_value_and_gradients(monkeypatch, with_bias, fused):
+    from bert4rec.fused_ops import kernels_available
     from bert4rec.models import base
+
+    fused = fused and kernels_available()  # without a compiler both cases test the plain path
 
     rng = np.random.default_rng(0)
     h0, w0 = rng.standard_normal((300, 16)).astype("float32"), rng.standard_normal((701, 16)).astype("float32")
@@ -248,7 +252,7 @@ def test_a_large_catalogues_loss_is_chunked_with_the_same_value_and_gradients(mo
         monkeypatch.setattr(base, "LOGIT_CELLS", logit_cells)
         monkeypatch.setattr(base, "CHUNK_CELLS", 7 * 700)  # 7 rows a chunk: 43 chunks, the last one short
         h, w, b = (paddle.to_tensor(x, stop_gradient=False) for x in (h0, w0, b0))
-        loss = base.full_softmax_cross_entropy(h * 1.0, w[1:], targets, bias=b if with_bias else None)
+        loss = base.full_softmax_cross_entropy(h * 1.0, w[1:], targets, bias=b if with_bias else None, fused=fused)
         loss.backward()
         return [loss.numpy(), h.grad.numpy(), w.grad.numpy()] + ([b.grad.numpy()] if with_bias else [])
 

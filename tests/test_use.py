@@ -221,3 +221,16 @@ def test_top_k_of_a_large_catalogue_equals_the_full_sort_with_ties_and_exclusion
     finite = np.isfinite(expected_best)
     assert np.array_equal(best[finite], expected_best[finite]) and not np.isfinite(best[~finite]).any()
     assert items[5].tolist() == [i for i in range(1, 60) if i not in set(seen[5].tolist())][:20]
+
+
+def test_the_exported_graphs_top_k_equals_a_stable_sort_in_linear_time():
+    import paddle
+
+    from bert4rec.export import stable_top_k
+
+    rng = np.random.default_rng(5)
+    scores = rng.integers(0, 30, size=(32, 3000)).astype(np.float32)  # ties everywhere, at every boundary
+    scores[3, :] = 2.0
+    scores[4, 7:] = -1e30  # the graph's excluded items
+    got = stable_top_k(paddle.to_tensor(scores), 25).numpy()
+    assert np.array_equal(got, np.argsort(-scores, axis=1, kind="stable")[:, :25])

@@ -81,38 +81,8 @@ def last_positions(history: paddle.Tensor, offset: int) -> tuple[paddle.Tensor, 
     return lengths, rows * width + paddle.maximum(lengths + offset, paddle.zeros_like(lengths))
 
 
-LOGIT_CELLS = 1 << 27   # [M, N] logits up to 512 MB are materialised whole; more are computed in chunks
-CHUNK_CELLS = 1 << 24   # ... of this many cells (64 MB) each
-
-
-class _ChunkedSoftmaxCrossEntropy(paddle.autograd.PyLayer):
-    """Mean softmax cross-entropy whose [M, N] logits never exist whole: the forward keeps only the outputs, the
-    backward recomputes each chunk's logits (one matmul more than the plain loss, memory flat in M x N)."""
-
-    @staticmethod
-    def forward(ctx, h, items, bias, targets, rows: int):
-        losses = []
-        for start in range(0, h.shape[0], rows):
-            logits = paddle.matmul(h[start:start + rows], items, transpose_y=True) + bias
-            picked = paddle.take_along_axis(logits, targets[start:start + rows].unsqueeze(1), axis=1).squeeze(1)
-            losses.append(paddle.logsumexp(logits, axis=1) - picked)
-        ctx.save_for_backward(h, items, bias, targets)
-        ctx.rows = rows
-        return paddle.concat(losses).mean()
-
-    @staticmethod
-    def backward(ctx, grad):
-        h, items, bias, targets = ctx.saved_tensor()
-        scale = grad / h.shape[0]
-        grad_h, grad_items, grad_bias = [], paddle.zeros_like(items), paddle.zeros_like(bias)
-        for start in range(0, h.shape[0], ctx.rows):
-            chunk = h[start:start + ctx.rows]
-            probs = F.softmax(paddle.matmul(chunk, items, transpose_y=True) + bias, axis=1)
-            probs = (probs - F.one_hot(targets[start:start + ctx.rows], items.shape[0])) * scale
-            grad_h.append(paddle.matmul(probs, items))
-            grad_items += paddle.matmul(probs, chunk, transpose_x=True)
-            grad_bias += probs.sum(axis=0)
-        return paddle.concat(grad_h), grad_items, (None if bias.stop_gradient else grad_bias), None
+LOGIT_CELLS = 1 << 28   # [M, N] logits up to 1 GB are materialised whole (ML-1M at batch 256); more go in chunks
+CHUNK_CELLS = 1 << 24   # ... of this many cells (64 MB) each, recomputed in the backward
 
 
 def full_softmax_cross_entropy(h: paddle.Tensor, items: paddle.Tensor, targets: paddle.Tensor,
@@ -120,19 +90,27 @@ def full_softmax_cross_entropy(h: paddle.Tensor, items: paddle.Tensor, targets: 
     """Mean softmax cross-entropy of outputs ``h`` [M, H] over every row of ``items`` [N, H] (plus ``bias`` [N]);
     ``targets`` [M] are 0-based rows. ``fused``: the fused softmax cross-entropy kernel, after an explicit [H, N]
     transpose (a small copy that makes the backward faster than transpose_y=True). Past ``LOGIT_CELLS`` logits
-    (a large catalogue) the loss is computed in chunks instead, so memory stays flat."""
-    if h.shape[0] * items.shape[0] > LOGIT_CELLS:
-        bias = bias if bias is not None else paddle.zeros([items.shape[0]], dtype=h.dtype)
-        rows = max(1, CHUNK_CELLS // items.shape[0])
-        return _ChunkedSoftmaxCrossEntropy.apply(h, items, bias, targets, rows)
+    (a large catalogue) the rows go in chunks whose logits are recomputed in the backward instead of kept, so
+    memory stays flat as the catalogue grows (one more matrix product per chunk)."""
+    rows, num_items = h.shape[0], items.shape[0]
+    bias = bias if bias is not None else paddle.zeros([num_items], dtype=h.dtype)
+    if rows * num_items <= LOGIT_CELLS:
+        return _cross_entropy_sum(h, items, bias, targets, fused) / rows
+    from paddle.distributed.fleet.utils import recompute
+
+    step = max(1, CHUNK_CELLS // num_items)
+    total = [recompute(_cross_entropy_sum, h[start:start + step], items, bias, targets[start:start + step], fused)
+             for start in range(0, rows, step)]
+    return paddle.add_n(total) / rows
+
+
+def _cross_entropy_sum(h: paddle.Tensor, items: paddle.Tensor, bias: paddle.Tensor, targets: paddle.Tensor,
+                       fused: bool) -> paddle.Tensor:
     if fused:
         logits = paddle.matmul(h, paddle.transpose(items, [1, 0]))
-        bias = bias if bias is not None else paddle.zeros([items.shape[0]], dtype=logits.dtype)
-        return bias_softmax_cross_entropy(logits, bias, targets).mean()
-    logits = paddle.matmul(h, items, transpose_y=True)
-    if bias is not None:
-        logits = logits + bias
-    return F.cross_entropy(logits, targets.unsqueeze(-1)).mean()
+        return bias_softmax_cross_entropy(logits, bias, targets).sum()
+    logits = paddle.matmul(h, items, transpose_y=True) + bias
+    return F.cross_entropy(logits, targets.unsqueeze(-1), reduction="sum")
 
 
 class SequentialRecommender(nn.Layer):
