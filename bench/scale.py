@@ -267,6 +267,8 @@ def main() -> int:
     p.add_argument("--catalogue_users", type=int, default=10_000,
                    help="users evaluated / recommended at 1 M items (default: %(default)s)")
     p.add_argument("--out", type=Path, help="the JSON to write (default: results/bench/scale-<date>.json)")
+    p.add_argument("--update", action="store_true",
+                   help="keep the other rows of an existing --out file, replacing those of the stages run now")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -281,12 +283,16 @@ def main() -> int:
 
     machine = describe_machine()
     out = args.out or REPO / "results" / "bench" / f"scale-{datetime.date.today().isoformat()}.json"
-    rows: list[dict] = []
+    rows: list[dict] = json.loads(out.read_text())["rows"] if args.update and out.is_file() else []
     args.work.mkdir(parents=True, exist_ok=True)
     for size in sizes:
         for spec in plan(size, stages, args.work, args.steps, args.catalogue_users):
             row = run_stage(spec)
-            rows.append(row)
+            same = [i for i, r in enumerate(rows) if (r["preset"], r["stage"]) == (row["preset"], row["stage"])]
+            if same:
+                rows[same[0]] = row
+            else:
+                rows.append(row)
             print(json.dumps(row), flush=True)
             out.parent.mkdir(parents=True, exist_ok=True)  # written after every stage: a long run keeps its rows
             out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")

@@ -403,3 +403,26 @@ def test_a_warm_start_loads_the_built_kernels_without_building(tmp_path):
                           env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"warm {checkout / 'bert4rec' / 'csrc'}" in proc.stdout and "build" not in proc.stderr
+
+
+@pytest.mark.parametrize("model_name", ["SASRec", "BERT4Rec"])
+def test_scoring_only_the_read_positions_equals_the_whole_encoder(model_name):
+    from bert4rec.models import build_model, config_from_dict
+
+    config = config_from_dict({"model": model_name, "vocab_size": 53, "hidden_size": 32, "num_hidden_layers": 2,
+                               "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 40})
+    paddle.seed(3)
+    model = build_model(config, max_len=40)
+    plain = build_model(config, kernels="plain", max_len=40)
+    plain.set_state_dict(model.state_dict())
+    model.eval()
+    plain.eval()
+    rng = np.random.default_rng(0)
+    histories = [rng.integers(1, 45, size=n) for n in (1, 5, 17, 39, 39, 2, 30)]
+    pruned = model.predict(histories)  # eval + fused kernels: the last layer at the read positions only
+    whole = plain.predict(histories)   # every layer at every position, then the read positions gathered
+    assert pruned.shape == whole.shape == (7, model.num_items + 1)
+    np.testing.assert_allclose(pruned, whole, atol=2e-4, rtol=1e-4)
+    ids = paddle.to_tensor(np.array([[4, 9, 2, 0, 0], [7, 7, 1, 3, 8]], dtype="int64"))
+    at = paddle.to_tensor(np.array([0, 2, 5, 9], dtype="int64"))  # several positions of one row too
+    np.testing.assert_allclose(model.states_at(ids, at).numpy(), plain.states_at(ids, at).numpy(), atol=2e-4)

@@ -166,6 +166,34 @@ class EncoderLayer(nn.Layer):
                                                norm2._epsilon)
 
 
+    def at_positions(self, x: paddle.Tensor, lengths: paddle.Tensor, causal: bool, flat_positions: paddle.Tensor
+                     ) -> paddle.Tensor:
+        """This layer's outputs [M, H] at ``flat_positions`` only (indices into the flattened [B*L] grid), for
+        scoring in eval mode (no dropout): keys and values of every position, queries and the feed-forward only
+        where an output is read -- the same function as running the layer on every position and gathering."""
+        batch, length, hidden = x.shape
+        heads = self.attention.num_heads
+        head_dim = hidden // heads
+        qkv = self.attention.qkv(x.reshape([-1, hidden]))                      # [B*L, 3H]
+        q = paddle.gather(qkv[:, :hidden], flat_positions).reshape([-1, heads, 1, head_dim])
+        rows = flat_positions // length
+
+        def per_row(part: int) -> paddle.Tensor:  # [M, heads, L, head_dim]: the keys / values of each output's row
+            t = qkv[:, part * hidden:(part + 1) * hidden].reshape([batch, length, heads, head_dim])
+            return paddle.gather(t.transpose([0, 2, 1, 3]), rows)
+
+        keys = paddle.arange(length, dtype="int64").unsqueeze(0)                 # [1, L]
+        visible = keys < paddle.gather(lengths, rows).unsqueeze(1)
+        if causal:
+            visible = visible & (keys <= (flat_positions % length).unsqueeze(1))
+        bias = paddle.where(visible, paddle.zeros(visible.shape, "float32"),
+                            paddle.full(visible.shape, MASK_FILL, "float32")).unsqueeze([1, 2])
+        scores = paddle.matmul(q, per_row(1), transpose_y=True) * (1.0 / math.sqrt(head_dim)) + bias
+        context = paddle.matmul(F.softmax(scores, axis=-1), per_row(2)).reshape([-1, hidden])
+        y = self.attention_norm(paddle.gather(x.reshape([-1, hidden]), flat_positions) + self.attention.out(context))
+        return self.ffn_norm(y + self.ffn_out(self.act(self.ffn_in(y))))
+
+
 class TransformerEncoder(nn.Layer):
     """A stack of ``num_hidden_layers`` encoder layers over [B, L, H] inputs."""
 
@@ -173,8 +201,9 @@ class TransformerEncoder(nn.Layer):
         super().__init__()
         self.layers = nn.LayerList([EncoderLayer(config, weight_attr) for _ in range(config.num_hidden_layers)])
 
-    def forward(self, x: paddle.Tensor, mask: AttentionMask) -> paddle.Tensor:
-        for layer in self.layers:
+    def forward(self, x: paddle.Tensor, mask: AttentionMask, layers: int | None = None) -> paddle.Tensor:
+        """The first ``layers`` layers (all by default)."""
+        for layer in self.layers[:layers]:
             x = layer(x, mask)
         return x
 
@@ -207,8 +236,9 @@ class TransformerRecommender(SequentialRecommender):
         return (f"{c.hidden_size} hidden, {c.num_hidden_layers} layers, {c.num_attention_heads} heads, {path}, "
                 f"{self.num_parameters():,} parameters")
 
-    def encode(self, input_ids: paddle.Tensor) -> paddle.Tensor:
-        """[B, L] item ids (0 = padding, right-padded) -> [B, L, H] contextual item representations."""
+    def encode(self, input_ids: paddle.Tensor, layers: int | None = None) -> paddle.Tensor:
+        """[B, L] item ids (0 = padding, right-padded) -> [B, L, H] contextual item representations (after the
+        first ``layers`` encoder layers; all by default)."""
         length = input_ids.shape[1]  # not an int while tracing a graph of dynamic length (export)
         if isinstance(length, int) and length > self.config.max_position_embeddings:
             raise ValueError(f"sequence length {length} exceeds max_position_embeddings "
@@ -222,16 +252,22 @@ class TransformerRecommender(SequentialRecommender):
         else:
             positions = paddle.arange(paddle.shape(input_ids)[1], dtype="int64").unsqueeze(0)
             x = self.embedding_dropout(norm(tokens + self.position_embeddings(positions)))
-        return self.encoder(x, attention_mask(input_ids, fused, self.causal))
+        return self.encoder(x, attention_mask(input_ids, fused, self.causal), layers)
 
     def input_vectors(self, input_ids: paddle.Tensor) -> paddle.Tensor:
         """[B, L] item ids -> [B, L, H] the vectors the encoder starts from (SASRecF adds item features)."""
         return self.item_embeddings(input_ids)
 
     def states_at(self, input_ids: paddle.Tensor, flat_positions: paddle.Tensor) -> paddle.Tensor:
-        """[M, H] encoder outputs at ``flat_positions``, indices into the flattened [B*L] grid."""
-        states = self.encode(input_ids)
-        return paddle.gather(states.reshape([-1, self.config.hidden_size]), flat_positions)
+        """[M, H] encoder outputs at ``flat_positions``, indices into the flattened [B*L] grid. Scoring (eval mode,
+        fused kernels: the dygraph model, not the exported graph) runs the last layer at those positions only,
+        about 40 % of a 2-layer encoder saved when one position per history is read."""
+        if self.training or not self.uses_kernels():
+            states = self.encode(input_ids)
+            return paddle.gather(states.reshape([-1, self.config.hidden_size]), flat_positions)
+        x = self.encode(input_ids, layers=len(self.encoder.layers) - 1)
+        lengths = (input_ids != 0).astype("int64").sum(axis=1)
+        return self.encoder.layers[-1].at_positions(x, lengths, self.causal, flat_positions)
 
     def max_history(self) -> int:
         """The longest input it was trained on leaves one position for the item to predict."""
