@@ -44,13 +44,30 @@ def rank_targets(scorer: Scorer, histories: Sequence[np.ndarray], targets: np.nd
             pop[idx] = target_ranks(scores[rows[:, None], negatives[idx] - 1], target_scores)
         if full is None:
             continue
-        competitors = np.ones_like(scores, dtype=bool)
         hist_rows = np.repeat(rows, [len(histories[i]) for i in idx])
         hist_items = np.concatenate([histories[i] for i in idx]).astype(np.int64) - 1
-        competitors[hist_rows, hist_items] = False
-        competitors[rows, tgt] = False
-        full[idx] = target_ranks(scores, target_scores, competitors)
+        full[idx] = full_ranks(scores, target_scores, hist_rows, hist_items, tgt)
     return full, pop
+
+
+def full_ranks(scores: np.ndarray, target_scores: np.ndarray, hist_rows: np.ndarray, hist_items: np.ndarray,
+               targets: np.ndarray) -> np.ndarray:
+    """FULL ranks of a batch: how many items outside the history (and not the target) score >= the target.
+    The common case in two passes over a copy whose excluded items score -inf; rows with a NaN anywhere or a
+    -inf target take ``target_ranks``' exact rule (NaN against the target)."""
+    rows = np.arange(len(targets))
+    competing = np.array(scores, dtype=np.float32, copy=True)
+    competing[hist_rows, hist_items] = -np.inf
+    competing[rows, targets] = -np.inf
+    ranks = np.count_nonzero(competing >= target_scores[:, None], axis=1)
+    odd = np.flatnonzero(np.isnan(competing.max(axis=1)) | ~(target_scores > -np.inf))
+    if len(odd):
+        mask = np.ones((len(odd), scores.shape[1]), dtype=bool)
+        where = np.isin(hist_rows, odd)
+        mask[np.searchsorted(odd, hist_rows[where]), hist_items[where]] = False
+        mask[np.arange(len(odd)), targets[odd]] = False
+        ranks[odd] = target_ranks(scores[odd], target_scores[odd], mask)
+    return ranks
 
 
 def evaluate(scorer: Scorer, eval_set, num_items: int, batch_size: int = 256,

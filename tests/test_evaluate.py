@@ -75,3 +75,25 @@ def test_shared_scores_rank_by_them_history_excluded():
     scorer = lambda hs: np.broadcast_to(counts, (len(hs), 5))  # noqa: E731
     full, _ = rank_targets(scorer, [np.array([4])], np.array([3]), None, 4)
     assert full.tolist() == [1]  # only item 2 is more popular; item 4 is history
+
+
+def test_the_fast_full_ranks_equal_the_exact_rule_with_ties_nans_and_infinite_scores():
+    from bert4rec.evaluate import full_ranks
+    from bert4rec.metrics import target_ranks
+
+    rng = np.random.default_rng(11)
+    scores = rng.integers(0, 6, size=(40, 300)).astype(np.float32)  # ties everywhere
+    scores[3, 17] = np.nan  # a NaN competitor
+    scores[4, :] = np.nan
+    scores[5, rng.choice(300, 100)] = -np.inf
+    targets = rng.integers(0, 300, 40)
+    targets[5] = int(np.flatnonzero(scores[5] == -np.inf)[0])  # a -inf target
+    hist_rows = np.repeat(np.arange(40), 20)
+    hist_items = rng.integers(0, 300, 800)
+    target_scores = scores[np.arange(40), targets].copy()
+    mask = np.ones_like(scores, dtype=bool)
+    mask[hist_rows, hist_items] = False
+    mask[np.arange(40), targets] = False
+    expected = target_ranks(scores, target_scores, mask)
+    assert np.array_equal(full_ranks(scores, target_scores, hist_rows, hist_items, targets), expected)
+    assert expected[4] == mask[4].sum() and expected[3] >= 1  # NaN counts against the target
