@@ -149,33 +149,41 @@ def top_k(scores: np.ndarray, seen: list[np.ndarray], k: int) -> tuple[np.ndarra
     """The ``k`` best items per row of ``scores`` [B, N + 1], never column 0 nor an item of ``seen[row]``; equal
     scores rank the smaller item id first. Returns (items [B, k], scores [B, k]); a row with fewer than ``k``
     items left is padded with item 0 and score -inf."""
-    scores = np.array(scores, dtype=np.float32, copy=True)
-    scores[:, 0] = -np.inf
+    rows, n = scores.shape
+    k = min(k, n - 1)
+    block = max(1, min(1024, n // (4 * k))) if k * 8 < n else 0  # a large catalogue: blocks, no sort
+    masked = np.full((rows, -(-n // block) * block if block else n), -np.inf, dtype=np.float32)
+    masked[:, 1:n] = scores[:, 1:]
     for row, items in enumerate(seen):
-        scores[row, np.asarray(items, dtype=np.int64)] = -np.inf
-    k = min(k, scores.shape[1] - 1)
-    if k * 8 < scores.shape[1]:  # a large catalogue: only the rows' best candidates are sorted
-        items, best = _top_k_partitioned(scores, k)
+        masked[row, np.asarray(items, dtype=np.int64)] = -np.inf
+    if block:
+        items, best = _top_k_by_blocks(masked.reshape(rows, -1, block), k)
     else:
-        items = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        best = np.take_along_axis(scores, items, axis=1)
+        items = np.argsort(-masked, axis=1, kind="stable")[:, :k]
+        best = np.take_along_axis(masked, items, axis=1)
     items[~np.isfinite(best)] = 0
     return items, best
 
 
-def _top_k_partitioned(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """``top_k``'s order in time linear in the catalogue: per row, the items scoring at least its k-th best
-    score (ties at the boundary included, so the smaller ids among them win), sorted by (-score, id)."""
-    rows_n = scores.shape[0]
-    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1]
-    rows, cols = np.nonzero(scores >= kth[:, None])
-    values = scores[rows, cols]
+def _top_k_by_blocks(blocks: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``top_k``'s order in time linear in the catalogue, from scores cut into blocks [B, blocks, size]: k blocks
+    whose maxima are at least a row's k-th best block maximum hold k scores that high, so only the blocks
+    reaching that bound can hold the top k; their scores at or above it (ties at the boundary included, so the
+    smaller ids among them win) are sorted by (-score, id). A block holding a NaN is always searched."""
+    n_rows, _, size = blocks.shape
+    maxima = blocks.max(axis=2)
+    has_nan = np.isnan(maxima)
+    bound = -np.partition(-np.where(has_nan, -np.inf, maxima), k - 1, axis=1)[:, k - 1]
+    r, b = np.nonzero((maxima >= bound[:, None]) | has_nan)
+    values = blocks[r, b]                                        # [candidate blocks, size]
+    cr, cc = np.nonzero(values >= bound[r][:, None])
+    rows, cols, values = r[cr], b[cr] * size + cc, values[cr, cc]
     order = np.lexsort((cols, -values, rows))
     rows, cols, values = rows[order], cols[order], values[order]
-    rank = np.arange(len(rows)) - np.searchsorted(rows, np.arange(rows_n))[rows]
+    rank = np.arange(len(rows)) - np.searchsorted(rows, np.arange(n_rows))[rows]
     keep = rank < k
-    items = np.zeros((rows_n, k), dtype=np.int64)
-    best = np.full((rows_n, k), -np.inf, dtype=np.float32)
+    items = np.zeros((n_rows, k), dtype=np.int64)
+    best = np.full((n_rows, k), -np.inf, dtype=np.float32)
     items[rows[keep], rank[keep]] = cols[keep]
     best[rows[keep], rank[keep]] = values[keep]
     return items, best

@@ -17,7 +17,7 @@ import numpy as np
 from bert4rec.errors import UserError
 
 KEYS_LIMIT = 200_000_000  # users x items above which the rejection sampler is used
-BLOCK_BYTES = 1 << 26  # the rejection sampler's [users, items] "taken" block: 64 MB
+BLOCK_USERS = 4096  # users the rejection sampler draws for at once
 MAX_ROUNDS = 30  # rejection rounds before a user's remaining draws fall back to keys (almost every item seen)
 
 
@@ -60,14 +60,14 @@ def _rejection_negatives(items: np.ndarray, offsets: np.ndarray, counts: np.ndar
     n_users = len(offsets) - 1
     lengths = np.diff(offsets)
     out = np.zeros((n_users, num_negatives), dtype=np.int32)
-    rows_per_block = max(1, BLOCK_BYTES // (num_items + 1))
     draws = 2 * num_negatives + 16
-    for u0 in range(0, n_users, rows_per_block):
-        u1 = min(n_users, u0 + rows_per_block)
+    for u0 in range(0, n_users, BLOCK_USERS):
+        u1 = min(n_users, u0 + BLOCK_USERS)
         m = u1 - u0
-        taken = np.zeros((m, num_items + 1), dtype=bool)
-        taken[:, 0] = True
-        taken[np.repeat(np.arange(m), lengths[u0:u1]), items[offsets[u0]:offsets[u1]]] = True
+        # what each user of the block may not draw, as sorted keys row * (N + 1) + item: memory follows the
+        # block's interactions, not users x items (a 1 M-item catalogue costs what a small one does)
+        blocked = np.sort(np.repeat(np.arange(m, dtype=np.int64), lengths[u0:u1]) * (num_items + 1)
+                          + items[offsets[u0]:offsets[u1]])
         filled = np.zeros(m, dtype=np.int64)
         for _ in range(MAX_ROUNDS):
             rows = np.flatnonzero(filled < num_negatives)
@@ -75,16 +75,15 @@ def _rejection_negatives(items: np.ndarray, offsets: np.ndarray, counts: np.ndar
                 break
             cand = np.searchsorted(cdf, rng.random((len(rows), draws)) * cdf[-1], side="right") + 1
             cand = np.minimum(cand, num_items)
-            fresh = ~taken[rows[:, None], cand]
             key = rows[:, None] * (num_items + 1) + cand
             first = np.zeros(key.size, dtype=bool)
             first[np.unique(key.ravel(), return_index=True)[1]] = True  # a repeat within the round is rejected
-            accept = fresh & first.reshape(key.shape)
+            accept = ~_contains(blocked, key) & first.reshape(key.shape)
             rank = np.cumsum(accept, axis=1) + filled[rows][:, None]
             accept &= rank <= num_negatives
             r, c = np.nonzero(accept)
             out[u0 + rows[r], rank[r, c] - 1] = cand[r, c]
-            taken[rows[r], cand[r, c]] = True
+            blocked = np.sort(np.concatenate([blocked, key[r, c]]))  # repeats are harmless to the lookup
             filled[rows] = np.minimum(rank[:, -1], num_negatives)
         for row in np.flatnonzero(filled < num_negatives).tolist():  # users who saw almost every popular item
             have = out[u0 + row, :filled[row]]
@@ -92,6 +91,12 @@ def _rejection_negatives(items: np.ndarray, offsets: np.ndarray, counts: np.ndar
             rest = _keys_negatives(seen, np.array([0, len(seen)]), counts, num_negatives - int(filled[row]), rng)
             out[u0 + row, filled[row]:] = rest[0]
     return out
+
+
+def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Which of ``keys`` are in the sorted array ``sorted_keys``."""
+    at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return sorted_keys[at] == keys if len(sorted_keys) else np.zeros(keys.shape, dtype=bool)
 
 
 def _keys_negatives(items: np.ndarray, offsets: np.ndarray, counts: np.ndarray, num_negatives: int,
