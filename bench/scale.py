@@ -10,7 +10,7 @@ graph), so no MovieLens file is needed. Each stage runs in a process of its own,
 * ``synthetic``: writing the CSV (not a toolkit stage; listed for completeness);
 * ``generate``: ``gen_data_fin.py --raw_path FILE.csv --dupe_factor 0`` (what the trainer's dynamic masking reads);
 * ``train:<model>``: ``--steps`` training steps through the trainer (``bert4rec.train.Trainer``) with the ML-1M
-  configs (SASRec ``ce`` and ``sampled_ce``, 3,000 negatives with log-q; BERT4Rec), batch 128, MAX_LEN 200;
+  configs (SASRec ``ce`` and ``sampled_ce`` with its default 3,000 uniform negatives; BERT4Rec), batch 128, MAX_LEN 200;
   sequences/s is the median of the trainer's 10-step windows after the first;
 * ``evaluate``: FULL + POP100 of the test users (all of them; ``--catalogue_users`` of them at 1 M items) by the
   one evaluation loop, with the first trained model's weights;
@@ -39,12 +39,12 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 SIZES = {  # users, items, interactions
+    "tiny": (300, 800, 30_000),               # a smoke test of the script itself (tests/test_scale.py)
     "ml1m": (6_040, 3_416, 1_000_000),        # ML-1M's shape
     "s1m": (6_925, 26_744, 1_000_000),        # ML-20M's catalogue, 1/20 of its users and rows
     "s5m": (34_623, 26_744, 5_000_000),
     "ml20m": (138_493, 26_744, 20_000_000),   # ML-20M's shape (bench/synthetic.py --preset ml20m)
     "catalog1m": (300_000, 1_000_000, 30_000_000),
-    "tiny": (300, 800, 30_000),               # a smoke test of the script itself (tests/test_scale.py)
 }
 DEFAULT_SIZES = ("ml1m", "s1m", "s5m", "ml20m", "catalog1m")
 MODELS = {  # name: (config in bert_train/, config keys set over it)
@@ -294,6 +294,7 @@ def main() -> int:
             else:
                 rows.append(row)
             print(json.dumps(row), flush=True)
+            rows.sort(key=lambda r: list(SIZES).index(r["preset"]))  # by size; stages keep their order
             out.parent.mkdir(parents=True, exist_ok=True)  # written after every stage: a long run keeps its rows
             out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
             out.with_suffix(".md").write_text(markdown(rows, machine.get("cpu", "?")))
