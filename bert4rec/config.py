@@ -39,6 +39,11 @@ ALIASES = {
 MAX_CONFIG_BYTES = 1 << 20
 
 
+def canonical_key(key: str) -> str:
+    """Our name of a config key given under any spelling (RecBole's aliases)."""
+    return ALIASES.get(key, key)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -105,6 +110,11 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.MODEL, **asdict(self)}
 
+    @classmethod
+    def keys(cls) -> set[str]:
+        """The keys a config of this model has (besides ``model``)."""
+        return {f.name for f in fields(cls)}
+
     def training_files(self, opts: TrainOptions, sessions: bool) -> list[tuple[str, Path]]:
         """(flag, path) of the files this model trains on beyond the shared ones (checked before any work)."""
         return []
@@ -130,12 +140,12 @@ class ModelConfig:
     def from_dict(cls, raw: dict[str, Any], source: str = "config") -> ModelConfig:
         """Build a config from a JSON object (``model`` key already checked), rejecting unknown/missing keys and
         bad values with a UserError naming ``source`` and the key."""
-        names = {f.name for f in fields(cls)}
+        names = cls.keys()
         values: dict[str, Any] = {}
         for key, value in raw.items():
             if key == "model" or key in cls.IGNORED:
                 continue
-            name = ALIASES.get(key, key)
+            name = canonical_key(key)
             if name not in names:
                 known = ", ".join(sorted(names | {"model"}))
                 raise UserError(f"{source}: unknown key {key!r} for {cls.MODEL} (known: {known})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from bert4rec.errors import UserError
@@ -46,8 +47,9 @@ class Run:
         d = self.results.get("data") or {}
         return f"{d.get('dataset', '?')}, {d.get('holdout', '?')}, {d.get('num_users', 0):,} users"
 
+    @cached_property
     def stats(self) -> dict:
-        """The generator's ``stats.json`` of the run's data ({} when it is not on this machine)."""
+        """The generator's ``stats.json`` of the run's data ({} when it is not on this machine); read once."""
         test_path = (self.results.get("options") or {}).get("test_path")
         try:
             return json.loads(Path(test_path).with_name("stats.json").read_text(encoding="utf-8")) if test_path \
@@ -57,7 +59,7 @@ class Run:
 
     def leakage(self) -> str:
         """The data's leakage audit (``stats.json``), as a warning when evaluation targets precede training."""
-        audit = self.stats().get("leakage")
+        audit = self.stats.get("leakage")
         if not audit:
             return "not audited"
         before = audit.get("eval_targets_before_train_end")
@@ -148,7 +150,7 @@ def table(runs: list[Run], baselines: dict[str, dict]) -> str:
     published = []
     if any((r.results.get("data") or {}).get("num_items") == ML1M_ITEMS for r in runs):
         published += [("ML-1M", *row) for row in PUBLISHED]
-    if any(r.stats().get("format") == "ml-20m" for r in runs):
+    if any(r.stats.get("format") == "ml-20m" for r in runs):
         published += [("ML-20M", *row) for row in PUBLISHED_ML20M]
     for dataset, name, protocol, metrics in published:
         lines.append("| " + " | ".join(["published", name, "–", dataset, protocol, *_cells(metrics), "–", "–", "–",

@@ -270,7 +270,7 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, opts) if self.model.trainable else None
         self.state = self.start_or_resume()
         self.started_wall = time.time() - self.state.train_seconds
-        self.throughput = Throughput()
+        self.throughput: Throughput | None = None  # set by train_steps, with the progress bar
         self.progress: tqdm | None = None
 
     def say(self, message: str) -> None:

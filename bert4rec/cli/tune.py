@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 def setup(argv: list[str]):
     """Parse and check everything before any trial starts; returns (args, Search)."""
     from bert4rec.cli import train as trainrec
-    from bert4rec.config import ALIASES
+    from bert4rec.config import canonical_key
     from bert4rec.models import MODELS, load_config
     from bert4rec.tuning.search import Search
     from bert4rec.tuning.space import checked_overrides, grid, parse_space
@@ -79,7 +79,7 @@ def setup(argv: list[str]):
     config = load_config(opts.config_path, opts.config_overrides)
     params = parse_space(args.params_file, MODELS[config.MODEL].config_class)
     fixed = [p.name for p in params if p.target == "config" and p.key in
-             {ALIASES.get(k, k) for k in opts.config_overrides}]
+             {canonical_key(k) for k in opts.config_overrides}]
     if fixed:
         raise UserError(f"{args.params_file}: {fixed[0]} is tuned and also set on the command line; drop one")
     name = args.study_name or f"{opts.config_path.stem}-{args.params_file.stem}"

@@ -3,11 +3,10 @@ config's ``"model"`` to its module. Adding a model = one module here + one JSON 
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from bert4rec.config import ALIASES, ModelConfig, model_name, read_config_json
+from bert4rec.config import ModelConfig, canonical_key, model_name, read_config_json
 from bert4rec.errors import UserError
 from bert4rec.models.base import SequentialRecommender
 from bert4rec.models.bert4rec import BERT4Rec
@@ -34,27 +33,23 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Mo
     model = model_name(raw, str(path), tuple(MODELS))
     for key in overrides:
         check_override(key, model, str(path))
-    replaced = {ALIASES.get(k, k) for k in overrides}  # the file's key under any spelling gives way
-    kept = {k: v for k, v in raw.items() if ALIASES.get(k, k) not in replaced}
+    replaced = {canonical_key(k) for k in overrides}  # the file's key under any spelling gives way
+    kept = {k: v for k, v in raw.items() if canonical_key(k) not in replaced}
     given = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
     return config_from_dict({**kept, **overrides}, f"{path} with {given}")
 
 
 def check_override(key: str, model: str, path: str) -> None:
     """An override must name a key of the chosen model's config; a key another model reads says so."""
-    name = ALIASES.get(key, key)
+    name = canonical_key(key)
     if name == "model":
         raise UserError(f"{path}: the model is chosen by the config file, not by an override")
-    if name in config_keys(model):
+    if name in MODELS[model].config_class.keys():
         return
-    owners = [other for other in MODELS if name in config_keys(other)]
+    owners = [other for other, cls in MODELS.items() if name in cls.config_class.keys()]
     where = f"a key of {', '.join(owners)}'s config, not of {model}'s" if owners else f"not a key of {model}'s config"
-    known = ", ".join(sorted(config_keys(model)))
+    known = ", ".join(sorted(MODELS[model].config_class.keys()))
     raise UserError(f"{path}: {key!r} is {where} (known: {known})")
-
-
-def config_keys(model: str) -> set[str]:
-    return {f.name for f in fields(MODELS[model].config_class)}
 
 
 def build_model(config: ModelConfig, kernels: str = "auto", max_len: int | None = None) -> SequentialRecommender:
@@ -65,4 +60,4 @@ def build_model(config: ModelConfig, kernels: str = "auto", max_len: int | None 
     return model
 
 
-__all__ = ["MODELS", "SequentialRecommender", "build_model", "check_override", "config_from_dict", "load_config"]
+__all__ = ["MODELS", "SequentialRecommender", "build_model", "config_from_dict", "load_config"]

@@ -93,7 +93,6 @@ def full_softmax_cross_entropy(h: paddle.Tensor, items: paddle.Tensor, targets: 
     (a large catalogue) the rows go in chunks whose logits are recomputed in the backward instead of kept, so
     memory stays flat as the catalogue grows (one more matrix product per chunk)."""
     rows, num_items = h.shape[0], items.shape[0]
-    bias = bias if bias is not None else paddle.zeros([num_items], dtype=h.dtype)
     if rows * num_items <= LOGIT_CELLS:
         return _cross_entropy_sum(h, items, bias, targets, fused) / rows
     from paddle.distributed.fleet.utils import recompute
@@ -104,12 +103,15 @@ def full_softmax_cross_entropy(h: paddle.Tensor, items: paddle.Tensor, targets: 
     return paddle.add_n(total) / rows
 
 
-def _cross_entropy_sum(h: paddle.Tensor, items: paddle.Tensor, bias: paddle.Tensor, targets: paddle.Tensor,
+def _cross_entropy_sum(h: paddle.Tensor, items: paddle.Tensor, bias: paddle.Tensor | None, targets: paddle.Tensor,
                        fused: bool) -> paddle.Tensor:
     if fused:
         logits = paddle.matmul(h, paddle.transpose(items, [1, 0]))
+        bias = bias if bias is not None else paddle.zeros([items.shape[0]], dtype=logits.dtype)
         return bias_softmax_cross_entropy(logits, bias, targets).sum()
-    logits = paddle.matmul(h, items, transpose_y=True) + bias
+    logits = paddle.matmul(h, items, transpose_y=True)
+    if bias is not None:
+        logits = logits + bias
     return F.cross_entropy(logits, targets.unsqueeze(-1), reduction="sum")
 
 

@@ -165,7 +165,6 @@ class EncoderLayer(nn.Layer):
         return bias_dropout_residual_layernorm(f, self.ffn_out.bias, x, norm2.weight, norm2.bias, p, self.training,
                                                norm2._epsilon)
 
-
     def at_positions(self, x: paddle.Tensor, lengths: paddle.Tensor, causal: bool, flat_positions: paddle.Tensor
                      ) -> paddle.Tensor:
         """This layer's outputs [M, H] at ``flat_positions`` only (indices into the flattened [B*L] grid), for

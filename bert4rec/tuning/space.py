@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from bert4rec.config import ALIASES, FLAGS, ModelConfig, TrainOptions
+from bert4rec.config import FLAGS, ModelConfig, TrainOptions, canonical_key
 from bert4rec.errors import UserError
 
 TYPES = ("choice", "uniform", "loguniform", "quniform")
@@ -54,8 +54,8 @@ def train_option_names() -> dict[str, str]:
 
 def resolve_name(name: str, config_class: type[ModelConfig]) -> tuple[str, str] | None:
     """("config", key) or ("train", field) for a parameter name, or None when nothing has that name."""
-    config_keys = {f.name for f in fields(config_class)} - {"vocab_size"}
-    key = ALIASES.get(name, name)
+    config_keys = config_class.keys() - {"vocab_size"}
+    key = canonical_key(name)
     if key in config_keys:
         return "config", key
     train = train_option_names()
