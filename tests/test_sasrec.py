@@ -10,12 +10,13 @@ import bert4rec  # noqa: F401  (CPU defaults must be set before Paddle loads)
 # isort: on
 import numpy as np
 import paddle
+import paddle.nn.functional as F
 import pytest
 from conftest import assert_resume_matches, mostpop_results, options
 
 from bert4rec.data import GenerateOptions, generate_dataset
 from bert4rec.data.dataset import load_training_data
-from bert4rec.models.sasrec import NextItemBatch, NextItemBatches, SASRec, SASRecConfig
+from bert4rec.models.sasrec import NextItemBatch, NextItemBatches, SASRec, SASRecConfig, target_columns
 from bert4rec.train import train
 
 ITEMS = 20
@@ -134,9 +135,10 @@ def test_bce_and_bpr_by_hand(loss):
     assert float(model(batch)) == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("mode", kernel_modes())
 @pytest.mark.parametrize("with_log_q", [False, True])
-def test_sampled_ce_by_hand_leaves_a_positions_own_target_out(with_log_q):
-    model = make_model(loss="sampled_ce", num_negatives=4)
+def test_sampled_ce_by_hand_leaves_a_positions_own_target_out(with_log_q, mode):
+    model = make_model(mode, loss="sampled_ce", num_negatives=4)
     negatives = np.array([7, 12, 2, 15])  # 7 is the target of position 1, 2 of position 4
     log_q = np.log(np.array([0.5, 0.1, 0.2, 0.3], dtype=np.float32)) if with_log_q else None
     batch = hand_batch(negatives, log_q)
@@ -148,6 +150,47 @@ def test_sampled_ce_by_hand_leaves_a_positions_own_target_out(with_log_q):
         logits = np.concatenate([[pos[i]], neg[i][negatives != label]])
         total += logsumexp(logits) - pos[i]
     assert float(model(batch)) == pytest.approx(total / 5, rel=1e-5)
+
+
+def straightforward_sampled_ce(model, batch) -> paddle.Tensor:
+    """The loss written the obvious way: target column first, the negatives corrected by -log q, the target's own
+    item masked where it is a negative, Paddle's cross-entropy."""
+    h = model.states_at(paddle.to_tensor(batch.input_ids), paddle.to_tensor(batch.flat_positions))
+    labels, negatives = paddle.to_tensor(batch.labels), paddle.to_tensor(batch.negatives)
+    pos = (h * model.item_vectors(labels)).sum(axis=-1, keepdim=True)
+    neg = paddle.matmul(h, model.item_vectors(negatives), transpose_y=True)
+    if batch.negative_log_q is not None:
+        neg = neg - paddle.to_tensor(batch.negative_log_q)
+    neg = paddle.where(negatives.unsqueeze(0) == labels.unsqueeze(1), paddle.full_like(neg, -1e9), neg)
+    logits = paddle.concat([pos, neg], axis=1)
+    return F.cross_entropy(logits, paddle.zeros([logits.shape[0], 1], dtype="int64")).mean()
+
+
+@pytest.mark.parametrize("mode", kernel_modes())
+@pytest.mark.parametrize("with_log_q", [False, True])
+def test_sampled_ce_value_and_gradients_equal_the_straightforward_loss(with_log_q, mode):
+    model = make_model(mode, loss="sampled_ce", num_negatives=6)
+    model.eval()  # no dropout: both losses see the same states
+    rng = np.random.default_rng(3)
+    negatives = np.array([7, 12, 2, 15, 10, 4])  # targets 7, 2 and 10 among them, 6 and 8 not
+    log_q = np.log(rng.uniform(0.05, 0.9, 6)).astype(np.float32) if with_log_q else None
+    batch = hand_batch(negatives, log_q)
+    grads = []
+    for loss_fn in (lambda: model(batch), lambda: straightforward_sampled_ce(model, batch)):
+        model.clear_gradients()
+        loss = loss_fn()
+        loss.backward()
+        grads.append((float(loss), {n: p.grad.numpy().copy() for n, p in model.named_parameters()
+                                    if p.grad is not None}))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5)
+    assert grads[0][1].keys() == grads[1][1].keys()
+    for name, grad in grads[1][1].items():
+        np.testing.assert_allclose(grads[0][1][name], grad, atol=1e-6, rtol=1e-4, err_msg=name)
+
+
+def test_target_columns_find_each_target_among_the_negatives():
+    negatives = np.array([30, 4, 17, 9])
+    assert target_columns(negatives, np.array([17, 5, 30, 9, 31, 1])).tolist() == [2, 4, 0, 3, 4, 4]
 
 
 # ------------------------------------------------------------------------------------------- batches

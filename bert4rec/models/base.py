@@ -88,8 +88,7 @@ CHUNK_CELLS = 1 << 24   # ... of this many cells (64 MB) each, recomputed in the
 def full_softmax_cross_entropy(h: paddle.Tensor, items: paddle.Tensor, targets: paddle.Tensor,
                                bias: paddle.Tensor | None = None, fused: bool = False) -> paddle.Tensor:
     """Mean softmax cross-entropy of outputs ``h`` [M, H] over every row of ``items`` [N, H] (plus ``bias`` [N]);
-    ``targets`` [M] are 0-based rows. ``fused``: the fused softmax cross-entropy kernel, after an explicit [H, N]
-    transpose (a small copy that makes the backward faster than transpose_y=True). Past ``LOGIT_CELLS`` logits
+    ``targets`` [M] are 0-based rows. ``fused``: the fused softmax cross-entropy kernel. Past ``LOGIT_CELLS`` logits
     (a large catalogue) the rows go in chunks whose logits are recomputed in the backward instead of kept, so
     memory stays flat as the catalogue grows (one more matrix product per chunk)."""
     rows, num_items = h.shape[0], items.shape[0]
@@ -105,11 +104,24 @@ def full_softmax_cross_entropy(h: paddle.Tensor, items: paddle.Tensor, targets: 
 
 def _cross_entropy_sum(h: paddle.Tensor, items: paddle.Tensor, bias: paddle.Tensor | None, targets: paddle.Tensor,
                        fused: bool) -> paddle.Tensor:
+    return softmax_cross_entropy_sum(item_logits(h, items, fused), bias, targets, fused)
+
+
+def item_logits(h: paddle.Tensor, items: paddle.Tensor, fused: bool) -> paddle.Tensor:
+    """``h`` [M, H] against every row of ``items`` [N, H] -> [M, N]; ``fused``: after an explicit transpose
+    (a small copy that makes the backward faster on CPU than transpose_y=True)."""
     if fused:
-        logits = paddle.matmul(h, paddle.transpose(items, [1, 0]))
-        bias = bias if bias is not None else paddle.zeros([items.shape[0]], dtype=logits.dtype)
+        return paddle.matmul(h, paddle.transpose(items, [1, 0]))
+    return paddle.matmul(h, items, transpose_y=True)
+
+
+def softmax_cross_entropy_sum(logits: paddle.Tensor, bias: paddle.Tensor | None, targets: paddle.Tensor,
+                              fused: bool) -> paddle.Tensor:
+    """Summed cross-entropy of softmax(``logits`` [M, N] + ``bias`` [N]) at ``targets`` [M] (0-based columns);
+    ``fused``: one kernel pass forward and one backward instead of Paddle's several over the [M, N] block."""
+    if fused:
+        bias = bias if bias is not None else paddle.zeros([logits.shape[1]], dtype=logits.dtype)
         return bias_softmax_cross_entropy(logits, bias, targets).sum()
-    logits = paddle.matmul(h, items, transpose_y=True)
     if bias is not None:
         logits = logits + bias
     return F.cross_entropy(logits, targets.unsqueeze(-1), reduction="sum")

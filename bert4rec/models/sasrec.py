@@ -34,7 +34,13 @@ from bert4rec.data.dataset import TrainingData
 from bert4rec.data.files import Windows
 from bert4rec.errors import UserError
 from bert4rec.instances import offsets_from_lengths, ragged_gather
-from bert4rec.models.base import TrainingBatches, full_softmax_cross_entropy, last_positions
+from bert4rec.models.base import (
+    TrainingBatches,
+    full_softmax_cross_entropy,
+    item_logits,
+    last_positions,
+    softmax_cross_entropy_sum,
+)
 from bert4rec.models.transformer import TransformerConfig, TransformerRecommender
 
 LOSSES = ("ce", "bce", "bpr", "sampled_ce")
@@ -97,6 +103,14 @@ def popularity_negatives(counts: np.ndarray, k: int, rng: np.random.Generator) -
     p = weights / weights.sum()
     inclusion = 1.0 - np.power(1.0 - p[chosen - 1], k)
     return chosen.astype(np.int64), np.log(np.maximum(inclusion, 1e-12)).astype(np.float32)
+
+
+def target_columns(negatives: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """For each target, its column among the (distinct) ``negatives``, or ``len(negatives)`` when it is none."""
+    order = np.argsort(negatives, kind="stable")
+    at = np.minimum(np.searchsorted(negatives[order], labels), len(negatives) - 1)
+    found = negatives[order][at] == labels
+    return np.where(found, order[at], len(negatives)).astype(np.int64)
 
 
 def collate_next_items(windows: Windows, idx: np.ndarray, pad_to: int | None = None) -> NextItemBatch:
@@ -172,14 +186,28 @@ class SASRec(TransformerRecommender):
             if loss == "bpr":
                 return F.softplus(neg - pos).mean()
             return (F.softplus(-pos) + F.softplus(neg)).mean()
-        negatives = paddle.to_tensor(batch.negatives)
-        pos = (h * self.item_vectors(labels)).sum(axis=-1, keepdim=True)            # [M, 1]
-        neg = paddle.matmul(h, self.item_vectors(negatives), transpose_y=True)      # [M, K]
+        return self._sampled_cross_entropy(h, labels, batch)
+
+    def _sampled_cross_entropy(self, h: paddle.Tensor, labels: paddle.Tensor, batch: NextItemBatch) -> paddle.Tensor:
+        """Softmax over each position's target and the shared negatives but its own target, without editing the
+        [M, K] block: a position whose target is among the negatives is scored at that negative's column (the
+        same dot product) and its separate target column is masked instead; one more column carries the targets
+        that are not among the negatives. Popularity negatives are corrected by -log q in the kernel's bias, and
+        a target scored at a negative's column gets its log q back, so targets are never corrected."""
+        k = len(batch.negatives)
+        columns = paddle.to_tensor(target_columns(batch.negatives, batch.labels))          # [M], k: not a negative
+        pos = (h * self.item_vectors(labels)).sum(axis=-1, keepdim=True)                    # [M, 1]
+        pos = paddle.where(columns.unsqueeze(1) < k, paddle.full_like(pos, -1e9), pos)
+        fused = self.uses_kernels()
+        logits = paddle.concat([item_logits(h, self.item_vectors(paddle.to_tensor(batch.negatives)), fused), pos],
+                               axis=1)                                                       # [M, K + 1]
+        bias = None
         if batch.negative_log_q is not None:
-            neg = neg - paddle.to_tensor(batch.negative_log_q)
-        neg = paddle.where(negatives.unsqueeze(0) == labels.unsqueeze(1), paddle.full_like(neg, -1e9), neg)
-        logits = paddle.concat([pos, neg], axis=1)
-        return F.cross_entropy(logits, paddle.zeros([logits.shape[0], 1], dtype="int64")).mean()
+            log_q = paddle.to_tensor(np.append(batch.negative_log_q, np.float32(0.0)))
+            bias = -log_q
+            at = columns.unsqueeze(1)
+            logits = paddle.put_along_axis(logits, at, paddle.gather(log_q, columns).unsqueeze(1), axis=1, reduce="add")
+        return softmax_cross_entropy_sum(logits, bias, columns, fused) / logits.shape[0]
 
     def _full_cross_entropy(self, h: paddle.Tensor, targets: paddle.Tensor) -> paddle.Tensor:
         """Mean softmax cross-entropy over all N items (``targets`` 0-based)."""
