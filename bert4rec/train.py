@@ -42,6 +42,7 @@ from bert4rec.data.dataset import is_session_data, load_training_data, protocol_
 from bert4rec.errors import EnvironmentFailure, TrainingDiverged, UserError
 from bert4rec.fileio import atomic_write_text
 from bert4rec.models import build_model, load_config
+from bert4rec.models.base import collate_rng
 from bert4rec.reporting import EventLog, results_table, validation_summary
 from bert4rec.rundir import check_run_dir, claim_run_dir
 
@@ -340,7 +341,7 @@ class Trainer:
         a validation when due, the end of the run when patience or the time budget says so."""
         opts, state = self.opts, self.state
         started = time.perf_counter()
-        rng = np.random.default_rng([opts.seed, state.epoch, state.batch_in_epoch, self.rank, 2])
+        rng = collate_rng(opts.seed, state.epoch, state.batch_in_epoch, self.rank, self.batches.shared_draws)
         batch = self.batches.collate(examples, global_batch[self.rank::self.world], rng)
         lr = learning_rate(state.step, opts, total_steps)
         try:

@@ -304,3 +304,26 @@ def test_a_large_catalogues_loss_is_chunked_with_the_same_value_and_gradients(mo
     for a, b in zip(chunked, whole, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert np.abs(chunked[2][0]).max() == 0  # the item table's row 0 ([PAD]) is not an item: no gradient
+
+
+def test_data_parallel_shares_of_a_batch_draw_the_single_process_negatives(planted):
+    """sampled_ce's negatives belong to the global batch: every process's share draws rank 0's, which are the
+    single-process step's; per-example draws (bce's negatives) stay each process's own."""
+    from bert4rec.models.base import collate_rng
+
+    _, data_dir = planted
+    data = load_training_data(data_dir / "vocab.txt", data_dir / "train.txt", data_dir / "valid.txt",
+                              data_dir / "test.txt", 50)
+    drawn = {}
+    for loss in ("sampled_ce", "bce"):
+        batches = NextItemBatches(data, SASRecConfig(vocab_size=data.vocab.size, max_position_embeddings=50,
+                                                     loss=loss, num_negatives=20))
+        examples, idx = batches.examples(0), np.arange(8)
+        whole = batches.collate(examples, idx, collate_rng(7, 0, 3, 0, batches.shared_draws))
+        parts = [batches.collate(examples, idx[r::2], collate_rng(7, 0, 3, r, batches.shared_draws))
+                 for r in (0, 1)]
+        drawn[loss] = (whole, parts)
+    whole, parts = drawn["sampled_ce"]
+    assert all(np.array_equal(p.negatives, whole.negatives) for p in parts)
+    _, (bce_0, bce_1) = drawn["bce"]
+    assert not np.array_equal(bce_0.negatives[:5], bce_1.negatives[:5])

@@ -54,6 +54,7 @@ class TrainingBatches:
 
     num_examples: int
     carries_state: ClassVar[bool] = False  # steps carry state to the next (one process, the order given)
+    shared_draws: bool = False  # collate draws only for the whole global batch (e.g. negatives shared by it)
 
     def examples(self, epoch: int) -> Examples:
         raise NotImplementedError
@@ -65,6 +66,13 @@ class TrainingBatches:
 
     def collate(self, examples: Examples, idx: np.ndarray, rng: np.random.Generator) -> Any:
         raise NotImplementedError
+
+
+def collate_rng(seed: int, epoch: int, batch_in_epoch: int, rank: int, shared: bool) -> np.random.Generator:
+    """The random stream of one process's share of a batch: its own (per-example draws such as masks) unless the
+    draws are ``shared`` by the global batch; those come from rank 0's stream on every process, so a data-parallel
+    step sees the negatives the single-process step would."""
+    return np.random.default_rng([seed, epoch, batch_in_epoch, 0 if shared else rank, 2])
 
 
 def truncated_normal(std: float) -> paddle.ParamAttr:

@@ -190,6 +190,8 @@ class SessionParallelBatches(TrainingBatches):
 class SequenceBatches(TrainingBatches):
     """Leave-one-out data: every window of >= 2 items, the next item at every position (as SASRec)."""
 
+    shared_draws = True  # its only draws are the batch's negatives
+
     def __init__(self, data: TrainingData, config: GRU4RecConfig) -> None:
         w, lengths = data.windows, data.windows.lengths
         keep = np.flatnonzero(lengths >= 2)

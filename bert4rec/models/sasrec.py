@@ -141,6 +141,7 @@ class NextItemBatches(TrainingBatches):
         self.config = config
         self.num_items = data.num_items
         self.popularity = data.training_item_counts() if config.negative_sampling == "popularity" else None
+        self.shared_draws = config.loss == "sampled_ce"  # its negatives are the global batch's
 
     def examples(self, epoch: int) -> Windows:
         return self.windows
