@@ -227,7 +227,7 @@ class TrainOptions:
     eval_batch_size: int = 256
     bucket: bool = True
     clip_norm: float = 5.0             # 0: no clipping
-    lr_schedule: str = "linear"        # linear decay to 0 after the warmup, or constant
+    lr_schedule: str = "linear"        # linear decay to 0 after the warmup, constant, or budget (to max_minutes)
     max_minutes: float | None = None
     kernels: str = "auto"              # fused CPU kernels (auto/fused) or plain Paddle ops
     progress: bool = True

@@ -60,6 +60,7 @@ class TrainState:
     best_step: int = 0
     evals_since_best: int = 0
     train_seconds: float = 0.0
+    warmup_seconds: float = 0.0  # training time when the warmup ended (``--LR_SCHEDULE budget`` decays from it)
     sequences: int = 0
     finished: bool = False
     stopped_by: str = ""  # why the run ended: "steps", "patience", "max_minutes" or "no training"
@@ -70,14 +71,21 @@ class TrainState:
 # ------------------------------------------------------------------------------------------- optimiser
 
 
-def learning_rate(step: int, opts: TrainOptions, total_steps: int) -> float:
+def learning_rate(step: int, opts: TrainOptions, total_steps: int, seconds: float = 0.0,
+                  warmup_seconds: float = 0.0) -> float:
     """Linear warmup to ``opts.lr`` over ``warmup_steps``, then linear decay to 0 at ``total_steps`` (or, with
-    ``--LR_SCHEDULE constant``, ``opts.lr`` from there on)."""
+    ``--LR_SCHEDULE constant``, ``opts.lr`` from there on). ``budget`` decays to 0 at whichever runs out first,
+    the steps or ``--MAX_MINUTES`` of training time (``seconds`` so far, ``warmup_seconds`` when the warmup
+    ended): a run its time budget cuts short still ends annealed, not at whatever rate the step schedule had
+    reached."""
     if opts.warmup_steps and step < opts.warmup_steps:
         return opts.lr * (step + 1) / opts.warmup_steps
     if opts.lr_schedule == "constant":
         return opts.lr
     remaining = max(total_steps - step, 0) / max(total_steps - opts.warmup_steps, 1)
+    if opts.lr_schedule == "budget":
+        budget = opts.max_minutes * 60
+        remaining = min(remaining, max(budget - seconds, 0.0) / max(budget - warmup_seconds, 1e-9))
     return opts.lr * remaining
 
 
@@ -183,8 +191,10 @@ def option_problems(opts: TrainOptions) -> list[str]:
         (0 <= opts.seed < 2**32, f"--SEED must be in [0, 2^32), got {opts.seed}"),
         (finite(opts.clip_norm) and opts.clip_norm >= 0, f"--CLIP_NORM must be >= 0 (0: no clipping), got "
          f"{opts.clip_norm}"),
-        (opts.lr_schedule in ("linear", "constant"), f"--LR_SCHEDULE must be linear or constant, got "
-         f"{opts.lr_schedule!r}"),
+        (opts.lr_schedule in ("linear", "constant", "budget"), f"--LR_SCHEDULE must be linear, constant or "
+         f"budget, got {opts.lr_schedule!r}"),
+        (opts.lr_schedule != "budget" or opts.max_minutes is not None,
+         "--LR_SCHEDULE budget decays to the time budget: give --MAX_MINUTES"),
         (opts.max_minutes is None or (finite(opts.max_minutes) and opts.max_minutes > 0),
          f"--MAX_MINUTES must be a finite number > 0, got {opts.max_minutes}"),
         (opts.kernels in ("auto", "fused", "plain"), "--KERNELS must be auto, fused or plain"),
@@ -343,7 +353,7 @@ class Trainer:
         started = time.perf_counter()
         rng = collate_rng(opts.seed, state.epoch, state.batch_in_epoch, self.rank, self.batches.shared_draws)
         batch = self.batches.collate(examples, global_batch[self.rank::self.world], rng)
-        lr = learning_rate(state.step, opts, total_steps)
+        lr = learning_rate(state.step, opts, total_steps, state.train_seconds, state.warmup_seconds)
         try:
             loss = train_step(net, self.optimizer, batch, lr)
         except TrainingDiverged as err:
@@ -353,7 +363,9 @@ class Trainer:
         state.final_lr = lr
         seen = batch.num_sequences if self.batches.carries_state else len(global_batch)  # events of a step
         state.sequences += seen
-        state.train_seconds += time.perf_counter() - started
+        state.train_seconds = self.shared_seconds(state.train_seconds + time.perf_counter() - started)
+        if state.step == opts.warmup_steps:
+            state.warmup_seconds = state.train_seconds
         self.throughput.add(seen)
         if self.is_main and (state.step % 10 == 0 or state.step == total_steps):
             self.log_step(loss, lr)
@@ -368,6 +380,16 @@ class Trainer:
         if out_of_time:
             state.finished, state.stopped_by = True, "max_minutes"
             self.say(f"time budget of {opts.max_minutes} min reached")
+
+    def shared_seconds(self, seconds: float) -> float:
+        """Rank 0's training time on every process when a time budget counts: the budget (and the schedule that
+        follows it) must end the run at the same step and rate everywhere, or one process would wait forever
+        for the others' gradients."""
+        if self.world == 1 or self.opts.max_minutes is None:
+            return seconds
+        shared = paddle.to_tensor([seconds], dtype="float64")
+        paddle.distributed.broadcast(shared, src=0)
+        return float(shared.item())
 
     def log_step(self, loss: float, lr: float) -> None:
         state, rate = self.state, self.throughput.read()

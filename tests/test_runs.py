@@ -201,21 +201,36 @@ def test_start_up_shows_only_the_projects_own_lines(planted, tmp_path):
         assert noise not in proc.stderr and noise not in proc.stdout
 
 
+def launch_two_processes(root: Path, data_dir: Path, tmp_path: Path, *flags: str) -> dict:
+    """A tiny SASRec trained by two data-parallel processes; its results.json (the workers' logs on failure)."""
+    config = root / "ddp.json"
+    config.write_text(json.dumps({"model": "SASRec", "hidden_size": 16, "intermediate_size": 32,
+                                  "max_position_embeddings": 50}))
+    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
+           str(tmp_path / "log"), str(REPO / "trainrec.py"), "--CONFIG_PATH", str(config), "--DATA_DIR",
+           str(data_dir), "--CHECKPOINTS", str(tmp_path / "run"), "--MAX_LEN", "50", "--no-progress", *flags]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    logs = "".join(p.read_text() for p in (tmp_path / "log").glob("workerlog.*"))
+    assert proc.returncode == 0, logs[-3000:]
+    return json.loads((tmp_path / "run" / "results.json").read_text())
+
+
 def test_data_parallel_never_hands_a_process_an_empty_shard(planted, tmp_path):
     """300 windows in batches of 299: the epoch's last batch has one window for two processes; it is dropped,
     so both processes step together through several epochs."""
     root, data_dir = planted
-    config = root / "ddp.json"
-    config.write_text(json.dumps({"model": "SASRec", "hidden_size": 16, "intermediate_size": 32,
-                                  "max_position_embeddings": 50}))
-    windows = len((data_dir / "train_windows.txt").read_text().splitlines())
-    batch = windows - 1
-    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
-           str(tmp_path / "log"), str(REPO / "trainrec.py"), "--CONFIG_PATH", str(config), "--DATA_DIR",
-           str(data_dir), "--CHECKPOINTS", str(tmp_path / "run"), "--BATCH_SIZE", str(batch), "--NUM_TRAIN_STEPS",
-           "3", "--EVAL_EVERY", "3", "--MAX_LEN", "50", "--no-progress"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    logs = "".join(p.read_text() for p in (tmp_path / "log").glob("workerlog.*"))
-    assert proc.returncode == 0, logs[-3000:]
-    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    batch = len((data_dir / "train_windows.txt").read_text().splitlines()) - 1
+    results = launch_two_processes(root, data_dir, tmp_path, "--BATCH_SIZE", str(batch), "--NUM_TRAIN_STEPS", "3",
+                                   "--EVAL_EVERY", "3")
     assert results["steps"] == 3 and results["sequences_seen"] == 3 * batch  # 3 epochs, each one full batch
+
+
+def test_data_parallel_processes_end_a_time_budget_at_the_same_step(planted, tmp_path):
+    """Each process times its own steps; were each to stop on its own clock, one would wait forever for the
+    other's gradients. With rank 0's clock on both, the budget schedule anneals and the run ends together."""
+    root, data_dir = planted
+    results = launch_two_processes(root, data_dir, tmp_path, "--BATCH_SIZE", "32", "--NUM_TRAIN_STEPS", "100000",
+                                   "--EVAL_EVERY", "100000", "--WARMUP_STEPS", "0", "--MAX_MINUTES", "0.05",
+                                   "--LR_SCHEDULE", "budget")
+    assert results["stopped_by"] == "max_minutes" and results["steps"] > 3
+    assert results["final_lr"] < 0.05 * results["options"]["lr"]

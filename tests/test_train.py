@@ -80,6 +80,35 @@ def test_learning_rate_warms_up_then_decays_to_zero(planted):
     assert learning_rate(5, constant, 110) == pytest.approx(0.6) and learning_rate(109, constant, 110) == 1.0
 
 
+def test_budget_schedule_decays_to_zero_at_the_time_budget_or_the_last_step(planted):
+    root, data_dir = planted
+    budget = options(root, data_dir, "lr_budget", lr=1.0, warmup_steps=10, lr_schedule="budget", max_minutes=1.0)
+    assert learning_rate(5, budget, 110, seconds=3.0) == pytest.approx(0.6)  # the warmup counts steps only
+    # warmup ended at 10 s: a quarter of the remaining 50 s left -> a quarter of the rate, long before step 110
+    assert learning_rate(20, budget, 110, seconds=47.5, warmup_seconds=10.0) == pytest.approx(0.25)
+    assert learning_rate(20, budget, 110, seconds=70.0, warmup_seconds=10.0) == 0.0
+    assert learning_rate(100, budget, 110, seconds=11.0, warmup_seconds=10.0) == pytest.approx(0.1)  # steps first
+
+
+def test_budget_schedule_ends_a_run_cut_short_by_its_time_budget_annealed(planted):
+    root, data_dir = planted
+    common = dict(num_train_steps=100_000, eval_every=100_000, warmup_steps=0, max_minutes=0.05)
+    linear = train(options(root, data_dir, "cut_linear", **common))
+    budget = train(options(root, data_dir, "cut_budget", lr_schedule="budget", **common))
+    assert linear["stopped_by"] == budget["stopped_by"] == "max_minutes"
+    assert linear["final_lr"] > 0.9 * linear["options"]["lr"]  # 100,000 steps were never close
+    assert budget["final_lr"] < 0.05 * budget["options"]["lr"]
+    events = [json.loads(x) for x in (root / "cut_budget" / "events.jsonl").read_text().splitlines()]
+    rates = [e["lr"] for e in events if e["event"] == "train"]
+    assert len(rates) >= 3 and rates == sorted(rates, reverse=True)
+
+
+def test_budget_schedule_without_a_time_budget_is_a_user_error(planted):
+    root, data_dir = planted
+    with pytest.raises(UserError, match="--MAX_MINUTES"):
+        train(options(root, data_dir, "budget_no_minutes", lr_schedule="budget"))
+
+
 @pytest.mark.parametrize("kernels", ["plain", "auto"])
 def test_bucketed_and_fully_padded_batches_give_the_same_loss(planted, kernels):
     _, data_dir = planted

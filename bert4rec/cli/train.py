@@ -106,8 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (key, kind, text) in CONFIG_FLAGS.items():
         flag(p, name, type=kind, default=None, help=f"{text} (config key {key}; the config's value by default)")
     flag(p, "CLIP_NORM", type=float, default=DEFAULTS["clip_norm"], help="global gradient-norm clipping (0: none)")
-    flag(p, "LR_SCHEDULE", default=DEFAULTS["lr_schedule"], choices=["linear", "constant"],
-         help="after the warmup: linear decay to 0 at the last step (default) or a constant learning rate")
+    flag(p, "LR_SCHEDULE", default=DEFAULTS["lr_schedule"], choices=["linear", "constant", "budget"],
+         help="after the warmup: linear decay to 0 at the last step (default), a constant learning rate, or "
+              "budget: linear decay to 0 at the last step or at --MAX_MINUTES of training, whichever comes first")
     flag(p, "SEED", type=int, default=DEFAULTS["seed"])
     flag(p, "DEVICE", default=DEFAULTS["device"], choices=["cpu", "gpu"])
     p.add_argument("--KERNELS", "--kernels", "--ATTENTION", "--attention", dest="kernels", default=DEFAULTS["kernels"],
