@@ -126,14 +126,14 @@ def cell(stat: dict, digits: int = 4) -> str:
     return f"{stat['mean']:.{digits}f}{sd}"
 
 
-def command_line(seeds: list[int], flags: list[str]) -> list[str]:
+def command_line(out: Path, seeds: list[int], flags: list[str]) -> list[str]:
     """The command that re-makes (or, with --no-train, re-summarises) exactly these seeds."""
-    return ["bench/seeds.py", "--seeds", ",".join(map(str, seeds)), "--", *flags]
+    return ["bench/seeds.py", "--out", str(out), "--seeds", ",".join(map(str, seeds)), "--", *flags]
 
 
-def markdown(summary: dict, rows: list[dict], flags: list[str]) -> str:
+def markdown(command: list[str], summary: dict, rows: list[dict]) -> str:
     seeds = summary["seeds"]
-    lines = [f"`python {' '.join(command_line(seeds, flags))}`", "",
+    lines = [f"`python {' '.join(command)}`", "",
              "| measure | mean ± sd | " + " | ".join(f"seed {s}" for s in seeds) + " |",
              "| --- | --- |" + " --- |" * len(seeds)]
     for key, label in (("valid_full", "valid FULL"), ("test_full", "test FULL"), ("test_pop100", "test POP100")):
@@ -175,10 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         raise UserError(f"--out {args.out}: no finished seed to summarise (run without --no-train)")
     summary = summarise(rows)
-    report = {"command": command_line(summary["seeds"], flags),
-              "summary": summary, "runs": rows}
+    command = command_line(args.out, summary["seeds"], flags)
+    report = {"command": command, "summary": summary, "runs": rows}
     (args.out / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
-    table = markdown(summary, rows, flags)
+    table = markdown(command, summary, rows)
     (args.out / "summary.md").write_text(table)
     print(table)
     return 0

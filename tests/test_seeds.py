@@ -42,6 +42,8 @@ def test_seeds_are_trained_once_each_and_summarised_from_their_results(planted, 
     minutes = [results[s]["train_seconds"] / 60 for s in (1, 2)]
     assert math.isclose(summary["train_minutes"]["mean"], sum(minutes) / 2)
     assert "| test FULL NDCG@10 |" in (out / "summary.md").read_text()
+    command = json.loads((out / "summary.json").read_text())["command"]
+    assert command[:5] == ["bench/seeds.py", "--out", str(out), "--seeds", "1,2"] and command[6:] == flags
 
     stamp = (out / "seed-1" / "results.json").stat().st_mtime_ns
     again = seeds_cli("--out", str(out), "--seeds", "1,2,3", "--no-train", "--", *flags)
