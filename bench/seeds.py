@@ -14,7 +14,9 @@ the command stops with one line naming the first difference); an interrupted see
 Writes ``<out>/summary.json`` (per seed and mean ± sd: validation and test metrics, FULL and POP100, training
 minutes, steps, best step, CPU) and ``<out>/summary.md``; ``--no-train`` only summarises the finished seeds.
 The test metrics are each run's single test score of the checkpoint chosen on validation: averaging them
-selects nothing.
+selects nothing. The summary also gives validation FULL NDCG@10 at every step all seeds evaluated (from their
+``events.jsonl``): a time budget buys more steps on a fast day than on a slow one, so two recipes with the same
+step schedule are compared fairly at equal steps, not only at the end of their budgets.
 """
 
 from __future__ import annotations
@@ -104,10 +106,31 @@ def mean_sd(values: list[float]) -> dict:
             "values": values}
 
 
-def seed_row(seed: int, results: dict) -> dict:
+def validation_by_step(run_dir: Path) -> dict[int, float]:
+    """Validation FULL NDCG@10 at each evaluated step of a run; after a resume the step's last evaluation counts."""
+    events = run_dir / "events.jsonl"
+    if not events.is_file():
+        return {}
+    by_step = {}
+    for line in events.read_text().splitlines():
+        event = json.loads(line) if line.strip() else {}
+        if event.get("event") == "valid" and "NDCG@10" in (event.get("full") or {}):
+            by_step[int(event["step"])] = event["full"]["NDCG@10"]
+    return by_step
+
+
+def seed_row(seed: int, results: dict, run_dir: Path) -> dict:
     return {"seed": seed, "train_minutes": results["train_seconds"] / 60, "steps": results["steps"],
             "best_step": results["best_step"], "valid": results.get("valid") or {}, "test": results["test"],
-            "cpu": (results.get("machine") or {}).get("cpu")}
+            "cpu": (results.get("machine") or {}).get("cpu"),
+            "valid_full_ndcg10_by_step": {str(k): v for k, v in validation_by_step(run_dir).items()}}
+
+
+def by_step_summary(rows: list[dict]) -> dict[str, dict]:
+    """Mean ± sd of validation FULL NDCG@10 at the steps every seed evaluated, in step order."""
+    curves = [r["valid_full_ndcg10_by_step"] for r in rows]
+    common = set(curves[0]).intersection(*curves[1:])
+    return {step: mean_sd([c[step] for c in curves]) for step in sorted(common, key=int)}
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -118,6 +141,7 @@ def summarise(rows: list[dict]) -> dict:
             per_seed = [r[split].get(protocol) for r in rows]
             if all(per_seed):
                 summary[f"{split}_{protocol}"] = {m: mean_sd([p[m] for p in per_seed]) for m in per_seed[0]}
+    summary["valid_full_ndcg10_by_step"] = by_step_summary(rows)
     return summary
 
 
@@ -145,6 +169,13 @@ def markdown(command: list[str], summary: dict, rows: list[dict]) -> str:
     lines.append(f"| training minutes | {cell(summary['train_minutes'], 1)} | "
                  + " | ".join(f"{r['train_minutes']:.1f} ({r['steps']:,} steps, best {r['best_step']:,})"
                               for r in rows) + " |")
+    by_step = summary.get("valid_full_ndcg10_by_step") or {}
+    if by_step:
+        lines += ["", "Validation FULL NDCG@10 at the steps every seed evaluated:", "",
+                  "| step | mean ± sd | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+                  "| --- | --- |" + " --- |" * len(seeds)]
+        lines += [f"| {int(step):,} | {cell(stat)} | " + " | ".join(f"{v:.4f}" for v in stat["values"]) + " |"
+                  for step, stat in by_step.items()]
     lines += ["", "CPU: " + ", ".join(sorted({str(r["cpu"]) for r in rows}))]
     return "\n".join(lines) + "\n"
 
@@ -171,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.train:
                 continue
             train_seed(run_dir, flags, seed)
-        rows.append(seed_row(seed, check_finished_run(run_dir, flags, seed)))
+        rows.append(seed_row(seed, check_finished_run(run_dir, flags, seed), run_dir))
     if not rows:
         raise UserError(f"--out {args.out}: no finished seed to summarise (run without --no-train)")
     summary = summarise(rows)

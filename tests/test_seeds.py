@@ -61,3 +61,29 @@ def test_flags_the_script_owns_or_trainrec_lacks_are_refused_before_training(tmp
     one_error_line(seeds_cli("--out", str(tmp_path / "x"), "--seeds", "1,1", "--", "--EPOCHS", "1"), "--seeds")
     one_error_line(seeds_cli("--out", str(tmp_path / "x")), "--")
     assert not (tmp_path / "x").exists()
+
+
+def _fake_run(run_dir: Path, curve: dict[int, float], resumed_at: tuple[int, float] | None = None) -> None:
+    """A finished seed as trainrec.py leaves it: results.json plus the validation events of its curve."""
+    run_dir.mkdir(parents=True)
+    test = {"full": {"NDCG@10": 0.1}, "pop100": {"NDCG@10": 0.4}}
+    (run_dir / "results.json").write_text(json.dumps({"train_seconds": 60, "steps": max(curve), "best_step":
+                                                      max(curve), "valid": test, "test": test, "options": {}}))
+    events = [{"event": "train", "step": s, "loss": 5.0} for s in curve]
+    events += [{"event": "valid", "step": s, "full": {"NDCG@10": v}} for s, v in curve.items()]
+    if resumed_at:
+        events.append({"event": "valid", "step": resumed_at[0], "full": {"NDCG@10": resumed_at[1]}})
+    (run_dir / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+
+
+def test_validation_is_compared_at_the_steps_every_seed_reached(tmp_path):
+    out = tmp_path / "recipe"
+    _fake_run(out / "seed-1", {500: 0.10, 1000: 0.14, 1200: 0.15})
+    _fake_run(out / "seed-2", {500: 0.12, 1000: 0.16, 1500: 0.17}, resumed_at=(1000, 0.18))
+    proc = seeds_cli("--out", str(out), "--seeds", "1,2", "--no-train", "--", "--EPOCHS", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    by_step = json.loads((out / "summary.json").read_text())["summary"]["valid_full_ndcg10_by_step"]
+    assert list(by_step) == ["500", "1000"]  # 1,200 and 1,500 were reached by one seed only
+    assert math.isclose(by_step["500"]["mean"], 0.11) and math.isclose(by_step["1000"]["mean"], 0.16)
+    assert math.isclose(by_step["1000"]["sd"], 0.04 / math.sqrt(2))  # seed 2's re-evaluation after resuming counts
+    assert "| 1,000 | 0.1600 ± 0.0283 | 0.1400 | 0.1800 |" in (out / "summary.md").read_text()
