@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bert4rec.errors import UserError, run_cli  # noqa: E402
+from bert4rec.reporting import EventLog  # noqa: E402
 
 OWNED_FLAGS = ("--seed", "--checkpoints", "--init_checkpoint")  # set by this script, per seed
 NOT_COMPARED = {"checkpoints", "init_checkpoint", "progress", "stop_at_step"}
@@ -106,24 +107,17 @@ def mean_sd(values: list[float]) -> dict:
             "values": values}
 
 
-def validation_by_step(run_dir: Path) -> dict[int, float]:
-    """Validation FULL NDCG@10 at each evaluated step of a run; after a resume the step's last evaluation counts."""
-    events = run_dir / "events.jsonl"
-    if not events.is_file():
-        return {}
-    by_step = {}
-    for line in events.read_text().splitlines():
-        event = json.loads(line) if line.strip() else {}
-        if event.get("event") == "valid" and "NDCG@10" in (event.get("full") or {}):
-            by_step[int(event["step"])] = event["full"]["NDCG@10"]
-    return by_step
+def validation_by_step(run_dir: Path) -> dict[str, float]:
+    """Validation FULL NDCG@10 at each evaluated step of a run (keys as JSON stores them); a step evaluated twice
+    counts its last evaluation."""
+    return {str(e["step"]): e["full"]["NDCG@10"] for e in EventLog(run_dir, enabled=False).events()
+            if e.get("event") == "valid" and "NDCG@10" in (e.get("full") or {})}
 
 
 def seed_row(seed: int, results: dict, run_dir: Path) -> dict:
     return {"seed": seed, "train_minutes": results["train_seconds"] / 60, "steps": results["steps"],
             "best_step": results["best_step"], "valid": results.get("valid") or {}, "test": results["test"],
-            "cpu": (results.get("machine") or {}).get("cpu"),
-            "valid_full_ndcg10_by_step": {str(k): v for k, v in validation_by_step(run_dir).items()}}
+            "cpu": (results.get("machine") or {}).get("cpu"), "valid_full_ndcg10_by_step": validation_by_step(run_dir)}
 
 
 def by_step_summary(rows: list[dict]) -> dict[str, dict]:
