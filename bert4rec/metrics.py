@@ -30,24 +30,25 @@ def target_ranks(scores: np.ndarray, target_scores: np.ndarray, candidate_mask: 
     return beats.sum(axis=1)
 
 
+def metric_values(ranks: np.ndarray, name: str) -> np.ndarray:
+    """One user's value of the metric ``name`` (e.g. ``NDCG@10``) per 0-based rank: the average is the metric,
+    and per-user values let two models be compared user by user (``bench/paired.py``)."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    kind, _, k_text = name.partition("@")
+    k = int(k_text) if k_text else 0
+    if kind in ("HR", "Recall"):
+        return (ranks < k).astype(np.float64)
+    if kind == "Precision":
+        return (ranks < k) / k
+    if kind == "NDCG":
+        return np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0)
+    if kind == "MRR":  # MRR@k: reciprocal rank within the top k, else 0 (RecBole's mrr@10)
+        return 1.0 / (ranks + 1.0) if not k else np.where(ranks < k, 1.0 / (ranks + 1.0), 0.0)
+    raise ValueError(f"unknown metric {name!r}")
+
+
 def metrics_from_ranks(ranks: np.ndarray, names: tuple[str, ...] = FULL_METRICS) -> dict[str, float]:
     """Average the named metrics over users; ``ranks`` are 0-based (0 = hit at the top)."""
-    ranks = np.asarray(ranks, dtype=np.float64)
-    if ranks.size == 0:
+    if np.asarray(ranks).size == 0:
         raise ValueError("no users to evaluate")
-    out: dict[str, float] = {}
-    for name in names:
-        kind, _, k_text = name.partition("@")
-        k = int(k_text) if k_text else 0
-        if kind in ("HR", "Recall"):
-            values = ranks < k
-        elif kind == "Precision":
-            values = (ranks < k) / k
-        elif kind == "NDCG":
-            values = np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0)
-        elif kind == "MRR":  # MRR@k: reciprocal rank within the top k, else 0 (RecBole's mrr@10)
-            values = 1.0 / (ranks + 1.0) if not k else np.where(ranks < k, 1.0 / (ranks + 1.0), 0.0)
-        else:
-            raise ValueError(f"unknown metric {name!r}")
-        out[name] = float(np.mean(values))
-    return out
+    return {name: float(np.mean(metric_values(ranks, name))) for name in names}
