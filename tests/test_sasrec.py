@@ -306,6 +306,54 @@ def test_a_large_catalogues_loss_is_chunked_with_the_same_value_and_gradients(mo
     assert np.abs(chunked[2][0]).max() == 0  # the item table's row 0 ([PAD]) is not an item: no gradient
 
 
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("chunked", [False, True])
+def test_label_smoothing_equals_cross_entropy_against_the_smoothed_target_distribution(monkeypatch, with_bias, fused,
+                                                                                       chunked):
+    """-sum_j q_j log softmax(z)_j with q = (1 - e) one-hot + e / N, value and gradients, written out directly."""
+    from bert4rec.fused_ops import kernels_available
+    from bert4rec.models import base
+
+    fused = fused and kernels_available()
+    if chunked:
+        monkeypatch.setattr(base, "LOGIT_CELLS", 1000)
+        monkeypatch.setattr(base, "CHUNK_CELLS", 7 * 50)
+    rng = np.random.default_rng(1)
+    h0, w0 = rng.standard_normal((40, 8)).astype("float32"), rng.standard_normal((50, 8)).astype("float32")
+    b0, t0 = rng.standard_normal(50).astype("float32"), rng.integers(0, 50, 40)
+    eps = 0.2
+
+    def loss_and_grads(direct: bool):
+        h, w, b = (paddle.to_tensor(x, stop_gradient=False) for x in (h0, w0, b0))
+        targets = paddle.to_tensor(t0)
+        if direct:
+            logits = paddle.matmul(h, w, transpose_y=True) + (b if with_bias else 0.0)
+            q = (1 - eps) * F.one_hot(targets, 50) + eps / 50
+            loss = -(q * F.log_softmax(logits, axis=-1)).sum(axis=-1).mean()
+        else:
+            loss = base.full_softmax_cross_entropy(h, w, targets, bias=b if with_bias else None, fused=fused,
+                                                   smoothing=eps)
+        loss.backward()
+        return [loss.numpy(), h.grad.numpy(), w.grad.numpy()] + ([b.grad.numpy()] if with_bias else [])
+
+    ours, direct = loss_and_grads(False), loss_and_grads(True)
+    plain = base.full_softmax_cross_entropy(*(paddle.to_tensor(x) for x in (h0, w0, t0)), fused=fused)
+    assert abs(float(direct[0]) - float(plain)) > 1e-3  # the smoothing changes the loss
+    for a, b in zip(ours, direct, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_label_smoothing_is_refused_outside_the_full_softmax():
+    from bert4rec.errors import UserError
+
+    with pytest.raises(UserError, match="label_smoothing: applies to loss ce"):
+        SASRecConfig.from_dict({"loss": "bce", "label_smoothing": 0.1}, "x.json")
+    with pytest.raises(UserError, match=r"label_smoothing: must be a number in \[0, 1\)"):
+        SASRecConfig.from_dict({"label_smoothing": 1.0}, "x.json")
+    assert SASRecConfig.from_dict({"label_smoothing": 0.1}, "x.json").label_smoothing == 0.1
+
+
 def test_data_parallel_shares_of_a_batch_draw_the_single_process_negatives(planted):
     """sampled_ce's negatives belong to the global batch: every process's share draws rank 0's, which are the
     single-process step's; per-example draws (bce's negatives) stay each process's own."""

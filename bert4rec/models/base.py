@@ -94,20 +94,35 @@ CHUNK_CELLS = 1 << 24   # ... of this many cells (64 MB) each, recomputed in the
 
 
 def full_softmax_cross_entropy(h: paddle.Tensor, items: paddle.Tensor, targets: paddle.Tensor,
-                               bias: paddle.Tensor | None = None, fused: bool = False) -> paddle.Tensor:
+                               bias: paddle.Tensor | None = None, fused: bool = False,
+                               smoothing: float = 0.0) -> paddle.Tensor:
     """Mean softmax cross-entropy of outputs ``h`` [M, H] over every row of ``items`` [N, H] (plus ``bias`` [N]);
     ``targets`` [M] are 0-based rows. ``fused``: the fused softmax cross-entropy kernel. Past ``LOGIT_CELLS`` logits
     (a large catalogue) the rows go in chunks whose logits are recomputed in the backward instead of kept, so
-    memory stays flat as the catalogue grows (one more matrix product per chunk)."""
+    memory stays flat as the catalogue grows (one more matrix product per chunk). ``smoothing``: label smoothing
+    (``smoothing_margin``)."""
     rows, num_items = h.shape[0], items.shape[0]
     if rows * num_items <= LOGIT_CELLS:
-        return _cross_entropy_sum(h, items, bias, targets, fused) / rows
-    from paddle.distributed.fleet.utils import recompute
+        loss = _cross_entropy_sum(h, items, bias, targets, fused) / rows
+    else:
+        from paddle.distributed.fleet.utils import recompute
 
-    step = max(1, CHUNK_CELLS // num_items)
-    total = [recompute(_cross_entropy_sum, h[start:start + step], items, bias, targets[start:start + step], fused)
-             for start in range(0, rows, step)]
-    return paddle.add_n(total) / rows
+        step = max(1, CHUNK_CELLS // num_items)
+        total = [recompute(_cross_entropy_sum, h[start:start + step], items, bias, targets[start:start + step], fused)
+                 for start in range(0, rows, step)]
+        loss = paddle.add_n(total) / rows
+    return loss + smoothing * smoothing_margin(h, items, bias, targets) if smoothing else loss
+
+
+def smoothing_margin(h: paddle.Tensor, items: paddle.Tensor, bias: paddle.Tensor | None, targets: paddle.Tensor
+                     ) -> paddle.Tensor:
+    """Mean over rows of (target logit - mean logit over the items). With target distribution (1 - e) one-hot +
+    e / N, cross-entropy = lse - z_t + e (z_t - mean z) = plain cross-entropy + e * this: label smoothing without a
+    second pass over the [M, N] logits (the mean logit is ``h`` against the mean item vector)."""
+    margin = (h * paddle.gather(items - items.mean(axis=0, keepdim=True), targets)).sum(axis=-1)
+    if bias is not None:
+        margin = margin + paddle.gather(bias, targets) - bias.mean()
+    return margin.mean()
 
 
 def _cross_entropy_sum(h: paddle.Tensor, items: paddle.Tensor, bias: paddle.Tensor | None, targets: paddle.Tensor,

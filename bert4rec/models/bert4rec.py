@@ -160,7 +160,7 @@ class BERT4Rec(TransformerRecommender):
         fused = self.uses_kernels()
         h = self._head(self.states_at(input_ids, flat_positions), fused)
         return full_softmax_cross_entropy(h, self.item_embeddings.weight, labels.astype("int64"),
-                                          bias=self.output_bias, fused=fused)
+                                          bias=self.output_bias, fused=fused, smoothing=self.config.label_smoothing)
 
     def forward(self, batch: MaskedBatch) -> paddle.Tensor:
         return self.loss(*(paddle.to_tensor(x) for x in (batch.input_ids, batch.flat_positions, batch.labels)))

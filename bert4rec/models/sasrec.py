@@ -61,8 +61,11 @@ class SASRecConfig(TransformerConfig):
     negative_sampling: str = "uniform"  # sampled_ce only: uniform or popularity
 
     def problem(self) -> str | None:
-        return (super().problem() or self._choice("loss", LOSSES) or self._positive_ints("num_negatives")
-                or self._choice("negative_sampling", SAMPLINGS))
+        problem = (super().problem() or self._choice("loss", LOSSES) or self._positive_ints("num_negatives")
+                   or self._choice("negative_sampling", SAMPLINGS))
+        if not problem and self.label_smoothing and self.loss != "ce":
+            return f"label_smoothing: applies to loss ce (the softmax over all items), not {self.loss!r}"
+        return problem
 
 
 @dataclass
@@ -212,7 +215,8 @@ class SASRec(TransformerRecommender):
 
     def _full_cross_entropy(self, h: paddle.Tensor, targets: paddle.Tensor) -> paddle.Tensor:
         """Mean softmax cross-entropy over all N items (``targets`` 0-based)."""
-        return full_softmax_cross_entropy(h, self.item_table()[1:], targets, fused=self.uses_kernels())
+        return full_softmax_cross_entropy(h, self.item_table()[1:], targets, fused=self.uses_kernels(),
+                                          smoothing=self.config.label_smoothing)
 
     def score_histories(self, history: paddle.Tensor) -> paddle.Tensor:
         """Scores for the next item: the output at each history's last item against every item embedding."""

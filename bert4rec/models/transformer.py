@@ -51,13 +51,16 @@ class TransformerConfig(ModelConfig):
     attention_probs_dropout_prob: float = 0.2
     initializer_range: float = 0.02
     layer_norm_eps: float = LAYER_NORM_EPS
+    # softmax cross-entropy over all items: this share of the target's probability is spread evenly over every
+    # item (Szegedy et al., 2016); 0 is the plain loss
+    label_smoothing: float = 0.0
 
     def problem(self) -> str | None:
         problem = (super().problem()
                    or self._positive_ints("hidden_size", "num_hidden_layers", "num_attention_heads",
                                           "intermediate_size", "max_position_embeddings")
                    or self._choice("hidden_act", ACTIVATIONS)
-                   or self._fractions("hidden_dropout_prob", "attention_probs_dropout_prob")
+                   or self._fractions("hidden_dropout_prob", "attention_probs_dropout_prob", "label_smoothing")
                    or self._positive_numbers("initializer_range", "layer_norm_eps"))
         if problem:
             return problem
